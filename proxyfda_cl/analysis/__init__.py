@@ -1,0 +1,1 @@
+"""From run records to numbers, tables and plots; never re-runs training."""

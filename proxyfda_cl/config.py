@@ -1,0 +1,308 @@
+"""Run configuration: dataclasses, YAML loading, ``--set`` overrides and validation.
+
+A ``RunConfig`` is complete after defaults; its ``id`` is a stable hash of every field
+except ``out`` (where results go does not change what is computed).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class StrategyConfig:
+    """Which strategy and its hyper-parameters (validated by the strategy registry).
+
+    In YAML the hyper-parameters sit beside the name: ``strategy: {name: fda, k: 8}``.
+    """
+
+    name: str = "naive"
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class BenchmarkConfig:
+    """A named benchmark, or a stream spelled out inline with ``experiences`` and ``probes``."""
+
+    name: str = "demo"
+    experiences: Optional[list] = None
+    probes: Optional[list] = None
+    root: str = "~/.cache/proxyfda_cl/data"
+    download: bool = False
+    image_size: Optional[int] = None
+    train_size: Optional[int] = None
+    test_size: Optional[int] = None
+    val_fraction: float = 0.1
+
+
+@dataclass
+class BackboneConfig:
+    """The encoder: ``tiny`` (pre-trained by the suite), ``openclip:...``, ``timm:...``, ``torch:...``."""
+
+    name: str = "tiny"
+    weights: Optional[str] = None
+    input_size: Optional[int] = None
+    mean: Optional[list] = None
+    std: Optional[list] = None
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of each experience."""
+
+    epochs: int = 2
+    lr: float = 0.01
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    grad_clip: Optional[float] = None
+    sampler: str = "auto"
+    classes_per_batch: int = 16
+    samples_per_class: int = 4
+    num_workers: int = 0
+    precision: str = "fp32"
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation after each experience: task heads, linear probes, feature distances."""
+
+    batch_size: int = 256
+    probe_train_size: Optional[int] = 2000
+    probe_test_size: Optional[int] = 1000
+    distances: bool = True
+    otdd_method: str = "auto"
+    otdd_max_n: int = 1000
+
+
+@dataclass
+class RunConfig:
+    """One run: a strategy trained over one benchmark stream from one backbone and seed."""
+
+    seed: int = 0
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    device: str = "auto"
+    out: str = "results"
+
+    @property
+    def id(self) -> str:
+        """Stable hash of the complete config, ``out`` excluded."""
+        d = to_dict(self)
+        d.pop("out")
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+CHOICES = {
+    "train.optimizer": ("sgd", "adam", "adamw"),
+    "train.schedule": ("constant", "cosine"),
+    "train.sampler": ("auto", "random", "balanced", "hard"),
+    "train.precision": ("fp32", "bf16"),
+    "eval.otdd_method": ("auto", "exact", "sinkhorn"),
+}
+POSITIVE = {"train.epochs", "train.lr", "train.batch_size", "train.classes_per_batch",
+            "train.samples_per_class", "eval.batch_size", "eval.otdd_max_n",
+            "eval.probe_train_size", "eval.probe_test_size", "benchmark.train_size",
+            "benchmark.test_size", "benchmark.image_size", "backbone.input_size", "train.grad_clip"}
+NON_NEGATIVE = {"seed", "train.momentum", "train.weight_decay", "train.warmup_steps",
+                "train.num_workers"}
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain, JSON-ready dict of a config; strategy params sit beside the name."""
+    d = dataclasses.asdict(cfg)
+    if isinstance(cfg, RunConfig):
+        s = d.pop("strategy")
+        d["strategy"] = {"name": s["name"], **s["params"]}
+    return d
+
+
+def parse_scalar(text: str) -> Any:
+    """Turn a ``--set`` value into bool, None, int, float, a YAML list/dict, or keep the string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "none", "~"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.strip()[:1] in "[{":
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            pass
+    return text
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is list or origin is list:
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return list(value)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    data = dict(data)
+    if cls is StrategyConfig:
+        name = data.pop("name", "naive")
+        params = data.pop("params", {}) or {}
+        params.update(data)
+        return StrategyConfig(name=_coerce(name, str, "strategy.name"), params=params)
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(f"{where}: unknown field; valid fields: {', '.join(names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if isinstance(value, str) and key in ("strategy", "benchmark", "backbone"):
+                value = {"name": value}
+            kwargs[key] = _build(tp, value or {}, where)
+        else:
+            kwargs[key] = _coerce(value, tp, where)
+    return cls(**kwargs)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Range and choice checks; raises a one-line ``ConfigError`` naming the field."""
+    for where, allowed in CHOICES.items():
+        value = _get(cfg, where)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of: {', '.join(allowed)}")
+    for where in POSITIVE | NON_NEGATIVE:
+        value = _get(cfg, where)
+        if value is None:
+            continue
+        if where in POSITIVE and value <= 0:
+            raise ConfigError(f"{where}: must be > 0, got {value!r}")
+        if where in NON_NEGATIVE and value < 0:
+            raise ConfigError(f"{where}: must be >= 0, got {value!r}")
+    if not 0.0 <= cfg.benchmark.val_fraction < 1.0:
+        raise ConfigError(f"benchmark.val_fraction: must be in [0, 1), got {cfg.benchmark.val_fraction!r}")
+    if cfg.device != "auto" and not cfg.device.startswith(("cpu", "cuda", "mps")):
+        raise ConfigError(f"device: {cfg.device!r} is not auto, cpu, cuda[:N] or mps")
+    return cfg
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    obj = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating levels as needed."""
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if isinstance(nxt, str) and part in ("strategy", "benchmark", "backbone"):
+            nxt = {"name": nxt}
+        if not isinstance(nxt, dict):
+            nxt = {}
+        node[part] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def from_dict(data: dict) -> RunConfig:
+    """Build and validate a ``RunConfig`` from a nested dict (YAML shape)."""
+    return validate(_build(RunConfig, data, ""))
+
+
+def load_yaml(path: str) -> dict:
+    """Read a YAML mapping; a one-line ``ConfigError`` when missing or unparsable."""
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path}: not found; pass an existing YAML file")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        at = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"config file {path}: not valid YAML{at}; fix its syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+    return data
+
+
+def make_config(base: Optional[dict] = None, sets: Optional[list] = None, **flags: Any) -> RunConfig:
+    """Merge a base dict, CLI flags (``strategy=...``, ``seed=...``) and ``--set`` pairs.
+
+    Args:
+        base: nested dict, usually from a YAML file.
+        sets: ``dotted.key=value`` strings, applied last.
+        **flags: top-level shortcuts; ``None`` values are ignored.
+    """
+    data = copy.deepcopy(base or {})
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in ("strategy", "benchmark", "backbone"):
+            set_dotted(data, f"{key}.name", value)
+        else:
+            data[key] = value
+    for item in sets or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+        key, text = item.split("=", 1)
+        set_dotted(data, key.strip(), parse_scalar(text))
+    return from_dict(data)

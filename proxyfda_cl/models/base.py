@@ -1,0 +1,78 @@
+"""What every encoder exposes, and the encoder-plus-heads model the strategies train.
+
+An encoder is any ``nn.Module`` mapping preprocessed images ``[B, 3, H, W]`` to features
+``[B, D]`` that also carries:
+
+- ``feature_dim`` (int): D;
+- ``input_size`` (int), ``mean`` and ``std`` (3 floats each): its preprocessing;
+- ``ldifs_layers`` (dict): submodule name (as in ``named_modules()``) -> channel dimension
+  of that submodule's output (``1`` for ``[B, C, H, W]``, ``-1`` for ``[B, N, C]`` tokens).
+  LDIFS compares these outputs; the final embedding is always compared too.
+
+``Encoder`` below sets these attributes; third-party modules are wrapped by the factories
+in ``proxyfda_cl.models``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from avalanche.models import MultiHeadClassifier, MultiTaskModule
+from torch import nn
+from torchvision.transforms import v2 as T
+
+
+class Encoder(nn.Module):
+    """Base class: ``forward(images) -> [B, feature_dim]`` plus preprocessing metadata.
+
+    Args:
+        feature_dim: size of the output embedding.
+        input_size: square image side the encoder expects.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation std.
+        ldifs_layers: submodule name -> channel dim, compared by LDIFS.
+    """
+
+    def __init__(self, *, feature_dim: int, input_size: int, mean: Sequence[float],
+                 std: Sequence[float], ldifs_layers: Optional[dict] = None) -> None:
+        super().__init__()
+        self.feature_dim = int(feature_dim)
+        self.input_size = int(input_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.ldifs_layers = dict(ldifs_layers or {})
+
+
+def image_transform(encoder: nn.Module, *, train: bool = False) -> T.Compose:
+    """Preprocessing for ``encoder``: to float tensor, resize to its input size, normalise.
+
+    Works on PIL images, uint8 tensors and float tensors in [0, 1]. ``train`` adds no
+    augmentation: inputs stay deterministic, so teacher features can be cached.
+    """
+    size = encoder.input_size
+    return T.Compose([
+        T.ToImage(),
+        T.ToDtype(torch.float32, scale=True),
+        T.Resize((size, size), antialias=True),
+        T.Normalize(list(encoder.mean), list(encoder.std)),
+    ])
+
+
+class EncoderWithHeads(MultiTaskModule):
+    """The model strategies train: a shared encoder and one linear head per task.
+
+    ``forward(x, task_labels)`` runs the encoder once for the whole batch, then routes
+    each sample to its task's head (Avalanche's ``MultiHeadClassifier``).
+    """
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = MultiHeadClassifier(encoder.feature_dim, initial_out_features=2,
+                                         masking=False)
+
+    def forward(self, x: torch.Tensor, task_labels: torch.Tensor) -> torch.Tensor:
+        return self.heads(self.encoder(x), task_labels)
+
+    def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
+        return self.heads.forward_single_task(self.encoder(x), task_label)
