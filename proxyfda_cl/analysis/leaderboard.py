@@ -1,0 +1,288 @@
+"""Leaderboard: one row per (benchmark, strategy), mean and std over seeds, as md, csv or html.
+
+Rows come from run records (``proxyfda_cl.results.read_results``); metrics are those of
+METHOD.md, section "Metrics" (``A_LP``, ``Δ_LP``, ``FWT``, ``BWT``, ``Forgetting``), read
+from ``metrics.final``; training time is the sum of ``timing.per_experience[*].train_s``.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import logging
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+METRICS = ("a_lp", "delta_lp", "fwt", "bwt", "forgetting")
+COLUMNS = METRICS + ("train_s",)
+LABELS = {"a_lp": "A_LP (%)", "delta_lp": "Δ_LP (%)", "fwt": "FWT (%)", "bwt": "BWT (%)",
+          "forgetting": "Forgetting (%)", "train_s": "Train (s)"}
+DASH = "—"
+FORMATS = ("md", "csv", "html")
+
+
+def is_number(v: Any) -> bool:
+    """True for a finite int or float (bools excluded)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def record_key(rec: dict) -> tuple[str, str]:
+    """``(benchmark name, strategy name)`` of a record; ``ValueError`` when missing."""
+    cfg = rec.get("config")
+    if not isinstance(cfg, dict):
+        raise ValueError("config missing or not a mapping")
+    names = []
+    for field in ("benchmark", "strategy"):
+        v = cfg.get(field)
+        v = v.get("name") if isinstance(v, dict) else v
+        if not isinstance(v, str) or not v:
+            raise ValueError(f"config.{field}.name missing or not a string")
+        names.append(v)
+    return names[0], names[1]
+
+
+def describe(rec: Any) -> str:
+    """A short name of a record for problem lines: its file path or id."""
+    if isinstance(rec, dict):
+        return str(rec.get("_path") or rec.get("id") or "<record without id>")
+    return f"<{type(rec).__name__}>"
+
+
+def report(problems: Optional[list], line: str) -> None:
+    """Log a one-line problem and append it to ``problems`` when given."""
+    log.warning(line)
+    if problems is not None:
+        problems.append(line)
+
+
+def _seed_key(rec: dict) -> tuple:
+    seed = rec["config"].get("seed")
+    return (not is_number(seed), seed if is_number(seed) else 0, str(seed))
+
+
+def group_records(records: list, problems: Optional[list] = None
+                  ) -> dict[str, dict[str, list[dict]]]:
+    """``{benchmark: {strategy: [records sorted by seed]}}`` of the complete records.
+
+    Records that are not complete or lack benchmark/strategy names are reported and skipped.
+    """
+    out: dict[str, dict[str, list[dict]]] = {}
+    for rec in records:
+        try:
+            if not isinstance(rec, dict):
+                raise ValueError("not a mapping")
+            if rec.get("status") != "complete":
+                raise ValueError(f"status is {rec.get('status')!r}, not 'complete'")
+            bench, strat = record_key(rec)
+        except ValueError as e:
+            report(problems, f"record {describe(rec)}: {e}; skipped")
+            continue
+        out.setdefault(bench, {}).setdefault(strat, []).append(rec)
+    for strats in out.values():
+        for recs in strats.values():
+            recs.sort(key=_seed_key)
+    return out
+
+
+def _final_metrics(rec: dict) -> dict:
+    """``metrics.final`` checked: a mapping with every metric key, each a number or null."""
+    metrics = rec.get("metrics")
+    final = metrics.get("final") if isinstance(metrics, dict) else None
+    if not isinstance(final, dict):
+        raise ValueError("metrics.final missing or not a mapping")
+    out = {}
+    for m in METRICS:
+        if m not in final:
+            raise ValueError(f"metrics.final.{m} missing")
+        v = final[m]
+        if v is not None and not is_number(v):
+            raise ValueError(f"metrics.final.{m} is not a finite number ({v!r})")
+        out[m] = None if v is None else float(v)
+    return out
+
+
+def _train_time(rec: dict) -> Optional[float]:
+    """Sum of ``train_s`` over experiences; None when timing is absent or malformed."""
+    timing = rec.get("timing")
+    per = timing.get("per_experience") if isinstance(timing, dict) else None
+    if not isinstance(per, list) or not per:
+        return None
+    vals = [e.get("train_s") if isinstance(e, dict) else None for e in per]
+    return float(sum(vals)) if all(is_number(v) for v in vals) else None
+
+
+def mean_std(values: list) -> tuple[Optional[float], Optional[float], int]:
+    """Mean and sample std (ddof=1) of the non-None values, and their count.
+
+    The std of a single value is None (undefined), not 0.0: one seed says nothing about
+    spread. Both are None when no value is available.
+    """
+    vals = np.array([v for v in values if v is not None], dtype=float)
+    if vals.size == 0:
+        return None, None, 0
+    std = float(np.std(vals, ddof=1)) if vals.size > 1 else None
+    return float(np.mean(vals)), std, int(vals.size)
+
+
+def leaderboard(records: list[dict], problems: Optional[list] = None) -> list[dict]:
+    """Aggregate run records into leaderboard rows.
+
+    Records that are not complete, or whose config names or ``metrics.final`` are malformed,
+    are skipped; each skip appends one line to ``problems`` (when given) and logs a warning.
+
+    Args:
+        records: run records, e.g. from ``read_results``.
+        problems: list to append one line per skipped record to.
+    Returns:
+        Rows sorted by benchmark, rank and strategy, each with ``benchmark``, ``strategy``,
+        ``rank`` (1 = highest mean Δ_LP within the benchmark; ties share a rank; None when
+        Δ_LP is unavailable), ``n_seeds``, ``seeds`` and, for every metric and ``train_s``,
+        ``<m>_mean``, ``<m>_std`` (see ``mean_std``) and ``<m>_n`` (seeds with a value).
+    """
+    groups = group_records(records, problems)
+    rows = []
+    for bench, strat, recs in ((b, s, rs) for b in groups for s, rs in groups[b].items()):
+        runs = []
+        for rec in recs:
+            try:
+                vals = _final_metrics(rec)
+            except ValueError as e:
+                report(problems, f"record {describe(rec)}: {e}; skipped")
+                continue
+            runs.append({**vals, "train_s": _train_time(rec), "seed": rec["config"].get("seed")})
+        if not runs:
+            continue
+        row: dict[str, Any] = {"benchmark": bench, "strategy": strat, "rank": None,
+                               "n_seeds": len(runs), "seeds": [r["seed"] for r in runs]}
+        for m in COLUMNS:
+            row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = mean_std([r[m] for r in runs])
+        rows.append(row)
+    for bench in {r["benchmark"] for r in rows}:
+        scored = [r for r in rows if r["benchmark"] == bench and r["delta_lp_mean"] is not None]
+        for r in scored:
+            r["rank"] = 1 + sum(o["delta_lp_mean"] > r["delta_lp_mean"] for o in scored)
+    rows.sort(key=lambda r: (r["benchmark"], r["rank"] is None, r["rank"] or 0, r["strategy"]))
+    return rows
+
+
+def _cell(row: dict, m: str) -> str:
+    """``mean ± std`` as percentages (seconds for train_s); the mean alone for one seed."""
+    mean, std = row[f"{m}_mean"], row[f"{m}_std"]
+    if mean is None:
+        return DASH
+    scale, fmt = (1.0, "{:.1f}") if m == "train_s" else (100.0, "{:.2f}")
+    text = fmt.format(mean * scale)
+    return text if std is None else f"{text} ± {fmt.format(std * scale)}"
+
+
+def _display(row: dict) -> list[str]:
+    rank = DASH if row["rank"] is None else str(row["rank"])
+    return [rank, row["benchmark"], row["strategy"], str(row["n_seeds"])] + [
+        _cell(row, m) for m in COLUMNS]
+
+
+HEADER = ["Rank", "Benchmark", "Strategy", "Seeds"] + [LABELS[m] for m in COLUMNS]
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """A Markdown table: percentages with 2 decimals, ``mean ± std``, ``—`` where unavailable."""
+    def esc(s: str) -> str:
+        return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(HEADER) + " |",
+             "|" + "|".join(["---:"] + [":---"] * 2 + ["---:"] * (len(HEADER) - 3)) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in _display(r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = ["benchmark", "strategy", "rank", "n_seeds", "seeds"] + [
+    f"{m}_{s}" for m in COLUMNS for s in ("mean", "std", "n")]
+
+
+def to_csv(rows: list[dict]) -> str:
+    """Machine-readable CSV: raw fractions (seconds for train_s), empty where unavailable.
+
+    Floats are written with ``repr`` so they read back exactly; seeds are ``;``-separated.
+    """
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for r in rows:
+        out = []
+        for f in CSV_FIELDS:
+            v = r[f]
+            if f == "seeds":
+                v = ";".join(str(s) for s in v)
+            out.append("" if v is None else repr(v) if isinstance(v, float) else str(v))
+        w.writerow(out)
+    return buf.getvalue()
+
+
+_CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;font-size:14px}
+th,td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}
+th{background:#f3f3f3;border-bottom:2px solid #999}
+td.name{text-align:left}
+tr.best td{font-weight:600}
+tr.sep td{border-top:2px solid #999}
+p.note{color:#666;font-size:12px}"""
+
+
+def to_html(rows: list[dict], title: str = "proxyfda-cl leaderboard") -> str:
+    """A self-contained HTML page (inline CSS, no scripts or external resources), text escaped."""
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in HEADER)
+    body, prev = [], None
+    for r in rows:
+        cls = [c for c, on in (("best", r["rank"] == 1),
+                               ("sep", prev is not None and r["benchmark"] != prev)) if on]
+        prev = r["benchmark"]
+        cells = "".join(f'<td class="name">{e(c)}</td>' if i in (1, 2) else f"<td>{e(c)}</td>"
+                        for i, c in enumerate(_display(r)))
+        attr = f' class="{" ".join(cls)}"' if cls else ""
+        body.append(f"<tr{attr}>{cells}</tr>")
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{e(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
+            f"<h1>{e(title)}</h1>\n<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
+            + "\n".join(body) + "\n</tbody>\n</table>\n"
+            '<p class="note">Mean ± sample std over seeds; accuracies in percentage points; '
+            "rank by mean Δ_LP within each benchmark; — = unavailable.</p>\n</body>\n</html>\n")
+
+
+def write_leaderboard(records: list[dict], out_path: str | Path, fmt: Optional[str] = None,
+                      *, problems: Optional[list] = None,
+                      title: str = "proxyfda-cl leaderboard") -> str:
+    """Write the leaderboard of ``records`` to ``out_path`` as md, csv or html.
+
+    Args:
+        records: run records.
+        out_path: file to write; parent folders are created.
+        fmt: ``md`` | ``csv`` | ``html``; None infers it from the suffix.
+        problems: list to append one line per skipped record to.
+        title: page title (html only).
+    Returns:
+        The path written, as a string.
+    Raises:
+        ConfigError: the format is unknown or cannot be inferred.
+    """
+    path = Path(out_path)
+    if fmt is None:
+        fmt = {".md": "md", ".markdown": "md", ".csv": "csv", ".html": "html",
+               ".htm": "html"}.get(path.suffix.lower())
+        if fmt is None:
+            raise ConfigError(f"leaderboard output {path}: unknown suffix; use .md, .csv or "
+                              ".html or pass fmt")
+    if fmt not in FORMATS:
+        raise ConfigError(f"leaderboard format {fmt!r}: unknown; use one of {', '.join(FORMATS)}")
+    rows = leaderboard(records, problems)
+    text = {"md": to_markdown, "csv": to_csv}.get(fmt, lambda r: to_html(r, title=title))(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return str(path)

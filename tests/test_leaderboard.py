@@ -1,0 +1,203 @@
+"""Leaderboard: aggregation over seeds, ranking, skipping malformed records, renderers."""
+import csv
+import io
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from proxyfda_cl.analysis.leaderboard import (leaderboard, to_csv, to_html, to_markdown,
+                                              write_leaderboard)
+from proxyfda_cl.errors import ConfigError
+from proxyfda_cl.results import read_results, record_name, write_json_atomic
+
+METRICS = ("a_lp", "delta_lp", "fwt", "bwt", "forgetting")
+
+
+def make_record(bench="demo", strat="naive", seed=0, final=None, train_s=(1.0, 2.0), T=2):
+    """A valid complete run record with the given final metrics (defaults derived from seed)."""
+    final = dict(final or {})
+    for i, m in enumerate(METRICS):
+        final.setdefault(m, 0.1 * (i + 1) + 0.01 * seed)
+    stream = [f"t{i}" for i in range(T)]
+    cfg = {"seed": seed, "strategy": {"name": strat}, "benchmark": {"name": bench}}
+    return {
+        "id": f"{bench}-{strat}-{seed}", "status": "complete", "config": cfg,
+        "stream": stream, "probes": ["p"],
+        "matrices": {"R": [[0.5] * T for _ in range(T)], "R_columns": stream,
+                     "P": [[0.5] * (T + 1) for _ in range(T + 1)], "P_columns": stream + ["p"]},
+        "metrics": {"final": final, "per_experience": [dict(final) for _ in range(T)]},
+        "distances": [],
+        "timing": {"per_experience": [{"train_s": s, "eval_s": 0.1, "step_median_s": 0.01}
+                                      for s in train_s], "total_s": sum(train_s) + 1},
+    }
+
+
+def write_all(folder, records):
+    for r in records:
+        write_json_atomic(folder / record_name(r["config"], r["id"]), r)
+
+
+DELTAS = {"naive": [0.01, 0.02, 0.03], "fda": [0.05, 0.04, 0.09]}
+
+
+@pytest.fixture
+def folder(tmp_path):
+    recs = [make_record("demo", s, seed, {"delta_lp": d, "fwt": None if (s, seed) == ("fda", 2)
+                                          else 0.1 * seed},
+                        train_s=(1.0 + seed, 2.0))
+            for s, ds in DELTAS.items() for seed, d in enumerate(ds)]
+    recs.append(make_record("other", "naive", 0, {"delta_lp": -0.02}))
+    write_all(tmp_path, recs)
+    (tmp_path / "demo__lwf__seed0__broken.json").write_text('{"id": "x", "status": "compl')
+    partial = make_record("demo", "ewc", 0)
+    del partial["metrics"]
+    write_json_atomic(tmp_path / "demo__ewc__seed0__partial.json", partial)
+    return tmp_path
+
+
+def test_mean_std_rank_from_folder(folder):
+    records, problems = read_results(folder)
+    assert len(problems) == 2 and any("broken" in p for p in problems)
+    assert any("partial" in p and "metrics" in p for p in problems)
+    lb_problems = []
+    rows = leaderboard(records, lb_problems)
+    assert lb_problems == []
+    assert [(r["benchmark"], r["strategy"], r["rank"]) for r in rows] == [
+        ("demo", "fda", 1), ("demo", "naive", 2), ("other", "naive", 1)]
+    for r in rows[:2]:
+        d = DELTAS[r["strategy"]]
+        assert r["n_seeds"] == 3 and sorted(r["seeds"]) == [0, 1, 2]
+        assert r["delta_lp_mean"] == pytest.approx(np.mean(d), abs=1e-15)
+        assert r["delta_lp_std"] == pytest.approx(np.std(d, ddof=1), abs=1e-15)
+        assert r["train_s_mean"] == pytest.approx(np.mean([3.0, 4.0, 5.0]))
+        assert r["train_s_std"] == pytest.approx(1.0)
+    fda = rows[0]
+    assert fda["fwt_n"] == 2 and fda["fwt_mean"] == pytest.approx(0.05)  # null seed skipped
+    assert fda["fwt_std"] == pytest.approx(np.std([0.0, 0.1], ddof=1))
+    assert rows[1]["a_lp_mean"] == pytest.approx(0.11)  # 0.1 + 0.01 * mean seed
+    single = rows[2]
+    assert single["n_seeds"] == 1 and single["delta_lp_std"] is None
+    assert single["delta_lp_mean"] == -0.02
+
+
+def test_malformed_records_reported_and_skipped():
+    good = make_record("demo", "naive", 0)
+    bad = {"no-final": make_record(seed=1), "final-list": make_record(seed=2),
+           "string": make_record(seed=3, final={"bwt": "high"}),
+           "nan": make_record(seed=4, final={"fwt": float("nan")}),
+           "bool": make_record(seed=5, final={"a_lp": True}),
+           "missing-key": make_record(seed=6), "no-strategy": make_record(seed=7),
+           "failed": make_record(seed=8)}
+    del bad["no-final"]["metrics"]["final"]
+    bad["final-list"]["metrics"]["final"] = [0.1, 0.2]
+    del bad["missing-key"]["metrics"]["final"]["forgetting"]
+    del bad["no-strategy"]["config"]["strategy"]
+    bad["failed"]["status"] = "failed"
+    for k, r in bad.items():
+        r["_path"] = k
+    problems = []
+    rows = leaderboard([good, *bad.values(), "not a record", None], problems)
+    assert len(rows) == 1 and rows[0]["n_seeds"] == 1 and rows[0]["seeds"] == [0]
+    assert len(problems) == len(bad) + 2
+    for k in bad:
+        assert sum(p.startswith(f"record {k}:") for p in problems) == 1
+    assert all("\n" not in p and p.endswith("skipped") for p in problems)
+    assert any("metrics.final.bwt" in p for p in problems)
+    assert leaderboard([None, {}]) == []  # no problems list: still no crash
+
+
+def test_ties_share_rank_and_missing_delta_unranked():
+    recs = [make_record(strat="a", final={"delta_lp": 0.02}),
+            make_record(strat="b", final={"delta_lp": 0.02}),
+            make_record(strat="c", final={"delta_lp": 0.01}),
+            make_record(strat="d", final={"delta_lp": None})]
+    rows = leaderboard(recs)
+    assert [(r["strategy"], r["rank"]) for r in rows] == [("a", 1), ("b", 1), ("c", 3),
+                                                          ("d", None)]
+    assert rows[-1]["delta_lp_mean"] is None and rows[-1]["delta_lp_n"] == 0
+
+
+def test_markdown_percentages():
+    recs = [make_record(strat="fda", seed=s, final={"delta_lp": d, "fwt": None})
+            for s, d in enumerate([0.01, 0.02, 0.03])]
+    recs.append(make_record(strat="one", seed=0, final={"delta_lp": 0.001234}, train_s=(0.5,)))
+    md = to_markdown(leaderboard(recs))
+    lines = md.strip().split("\n")
+    assert len(lines) == 4 and "Δ_LP (%)" in lines[0]
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:4] == ["1", "demo", "fda", "3"]
+    assert cells[5] == "2.00 ± 1.00"   # mean 0.02, sample std 0.01
+    assert cells[6] == "—"             # fwt null in every seed
+    assert cells[9] == "3.0 ± 0.0"     # train time in seconds
+    one = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert one[5] == "0.12" and "±" not in one[5]
+
+
+def test_markdown_escapes_pipes():
+    md = to_markdown(leaderboard([make_record(strat="a|b")]))
+    assert "a\\|b" in md
+    assert all(len(re.split(r"(?<!\\)\|", ln)) == 12 for ln in md.strip().split("\n"))
+
+
+def test_csv_round_trip(folder):
+    records, _ = read_results(folder)
+    rows = leaderboard(records)
+    parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    assert len(parsed) == len(rows)
+    for p, r in zip(parsed, rows):
+        assert (p["benchmark"], p["strategy"], int(p["rank"]), int(p["n_seeds"])) == (
+            r["benchmark"], r["strategy"], r["rank"], r["n_seeds"])
+        assert [int(s) for s in p["seeds"].split(";")] == r["seeds"]
+        for m in METRICS + ("train_s",):
+            for stat in ("mean", "std"):
+                v = r[f"{m}_{stat}"]
+                assert (p[f"{m}_{stat}"] == "") if v is None else float(p[f"{m}_{stat}"]) == v
+    assert float(parsed[0]["delta_lp_mean"]) == pytest.approx(np.mean(DELTAS["fda"]))
+    assert parsed[2]["delta_lp_std"] == ""  # single seed
+
+
+def test_html_self_contained_and_escaped():
+    name = 'x<b onload="evil()">&y'
+    recs = [make_record(bench="b&<i>", strat=name), make_record(bench="b&<i>", strat="ok")]
+    page = to_html(leaderboard(recs), title="T <script>")
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    assert "<b onload" not in page and "<script>" not in page and "<i>" not in page
+    assert "x&lt;b onload=&quot;evil()&quot;&gt;&amp;y" in page
+    assert "b&amp;&lt;i&gt;" in page and "T &lt;script&gt;" in page
+    low = page.lower()
+    for bad in ("http:", "https:", "//", "<link", "<script", "src=", "@import", "url("):
+        assert bad not in low
+    assert low.count("<tr") == 3
+
+
+def test_write_leaderboard_formats(tmp_path):
+    recs = [make_record(strat=s, seed=k) for s in ("a", "b") for k in range(2)]
+    rows = leaderboard(recs)
+    for suffix, render in ((".md", to_markdown), (".csv", to_csv),
+                           (".html", lambda r: to_html(r, title="proxyfda-cl leaderboard"))):
+        out = write_leaderboard(recs, tmp_path / "sub" / f"lb{suffix}")
+        assert out.endswith(suffix)
+        assert Path(out).read_text(encoding="utf-8") == render(rows)
+    out = write_leaderboard(recs, tmp_path / "table.txt", fmt="csv")
+    assert Path(out).read_text() == to_csv(rows)
+    with pytest.raises(ConfigError, match="suffix"):
+        write_leaderboard(recs, tmp_path / "table.txt")
+    with pytest.raises(ConfigError, match="md, csv, html"):
+        write_leaderboard(recs, tmp_path / "t.md", fmt="xlsx")
+    problems = []
+    write_leaderboard(recs + [{"id": "z", "status": "complete"}], tmp_path / "t.md",
+                      problems=problems)
+    assert len(problems) == 1 and "z" in problems[0]
+
+
+def test_empty_and_missing_timing():
+    rec = make_record()
+    rec["timing"] = None
+    rows = leaderboard([rec])
+    assert rows[0]["train_s_mean"] is None and "—" in to_markdown(rows)
+    assert to_markdown([]).count("\n") == 2
+    assert list(csv.reader(io.StringIO(to_csv([]))))[0][0] == "benchmark"
+    assert math.isclose(rows[0]["a_lp_mean"], 0.1)
