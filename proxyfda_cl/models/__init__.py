@@ -16,7 +16,7 @@ from ..registry import Registry
 BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone", "backbone.name")
 
 from .base import Encoder, EncoderWithHeads, image_transform  # noqa: E402
-from . import tiny  # noqa: E402,F401
+from . import tiny, timm_encoder, openclip, custom  # noqa: E402,F401  (register backbones)
 
 
 def cache_dir() -> str:

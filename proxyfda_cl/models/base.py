@@ -5,6 +5,8 @@ An encoder is any ``nn.Module`` mapping preprocessed images ``[B, 3, H, W]`` to 
 
 - ``feature_dim`` (int): D;
 - ``input_size`` (int), ``mean`` and ``std`` (3 floats each): its preprocessing;
+- optionally ``resize_mode``: ``"squash"`` (default: resize to a square) or ``"shortest"``
+  (resize the shorter side, then centre-crop, as CLIP's preprocessing does);
 - ``ldifs_layers`` (dict): submodule name (as in ``named_modules()``) -> channel dimension
   of that submodule's output (``1`` for ``[B, C, H, W]``, ``-1`` for ``[B, N, C]`` tokens).
   LDIFS compares these outputs; the final embedding is always compared too.
@@ -31,16 +33,19 @@ class Encoder(nn.Module):
         mean: per-channel normalisation mean.
         std: per-channel normalisation std.
         ldifs_layers: submodule name -> channel dim, compared by LDIFS.
+        resize_mode: ``squash`` or ``shortest`` (shorter side, then centre crop).
     """
 
     def __init__(self, *, feature_dim: int, input_size: int, mean: Sequence[float],
-                 std: Sequence[float], ldifs_layers: Optional[dict] = None) -> None:
+                 std: Sequence[float], ldifs_layers: Optional[dict] = None,
+                 resize_mode: str = "squash") -> None:
         super().__init__()
         self.feature_dim = int(feature_dim)
         self.input_size = int(input_size)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.ldifs_layers = dict(ldifs_layers or {})
+        self.resize_mode = resize_mode
 
 
 def image_transform(encoder: nn.Module, *, train: bool = False) -> T.Compose:
@@ -50,10 +55,14 @@ def image_transform(encoder: nn.Module, *, train: bool = False) -> T.Compose:
     augmentation: inputs stay deterministic, so teacher features can be cached.
     """
     size = encoder.input_size
+    if getattr(encoder, "resize_mode", "squash") == "shortest":
+        resize = [T.Resize(size, antialias=True), T.CenterCrop(size)]
+    else:
+        resize = [T.Resize((size, size), antialias=True)]
     return T.Compose([
         T.ToImage(),
         T.ToDtype(torch.float32, scale=True),
-        T.Resize((size, size), antialias=True),
+        *resize,
         T.Normalize(list(encoder.mean), list(encoder.std)),
     ])
 

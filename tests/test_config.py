@@ -1,0 +1,57 @@
+"""Config loading, overrides, validation and the stable run id."""
+import pytest
+
+from proxyfda_cl.config import from_dict, load_yaml, make_config, parse_scalar, to_dict
+from proxyfda_cl.errors import ConfigError
+
+
+def test_defaults_and_overrides():
+    cfg = make_config({"train": {"lr": 0.1}}, ["strategy.lam=2.5", "train.epochs=3"],
+                      strategy="fda", seed=4)
+    assert cfg.train.lr == 0.1 and cfg.train.epochs == 3 and cfg.seed == 4
+    assert cfg.strategy.name == "fda" and cfg.strategy.params == {"lam": 2.5}
+    assert to_dict(cfg)["strategy"] == {"name": "fda", "lam": 2.5}
+
+
+def test_id_is_stable_and_ignores_out():
+    a = make_config(out="x", seed=1)
+    b = make_config(out="y", seed=1)
+    c = make_config(out="x", seed=2)
+    assert a.id == b.id != c.id
+    assert from_dict(to_dict(a)).id == a.id
+
+
+@pytest.mark.parametrize("sets, field", [
+    (["train.lr=abc"], "train.lr"),
+    (["train.lr=-1"], "train.lr"),
+    (["train.epochs=1.5"], "train.epochs"),
+    (["train.optimizer=rmsprop"], "train.optimizer"),
+    (["train.nope=1"], "train.nope"),
+    (["seed=-3"], "seed"),
+    (["benchmark.val_fraction=1.5"], "benchmark.val_fraction"),
+    (["eval.distances=maybe"], "eval.distances"),
+])
+def test_bad_values_name_the_field(sets, field):
+    with pytest.raises(ConfigError) as e:
+        make_config(sets=sets)
+    msg = str(e.value)
+    assert msg.startswith(field) and "\n" not in msg
+
+
+def test_parse_scalar():
+    assert parse_scalar("3") == 3 and parse_scalar("1e-3") == 0.001
+    assert parse_scalar("true") is True and parse_scalar("none") is None
+    assert parse_scalar("[a, b]") == ["a", "b"] and parse_scalar("abc") == "abc"
+
+
+def test_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_yaml(str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {lr: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(str(bad))
+    good = tmp_path / "good.yaml"
+    good.write_text("strategy: {name: fda, k: 4}\nbenchmark: demo\n")
+    cfg = make_config(load_yaml(str(good)))
+    assert cfg.strategy.params == {"k": 4} and cfg.benchmark.name == "demo"
