@@ -1,0 +1,132 @@
+"""Forgetting against feature distances (METHOD.md, Metrics: Correlation).
+
+Across all (run, experience, dataset) points, Pearson and Spearman correlation of forgetting
+``P[0][d] - P[t][d]`` with OTDD and with the L2 feature distance, each with a bootstrap
+percentile confidence interval (pairs resampled with replacement, fixed seed).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import stats
+
+from ..errors import DataError
+
+__all__ = ["correlate", "forgetting_points", "correlation_table"]
+
+
+def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of every row pair of ``x`` and ``y`` ([B, n]); NaN where a row is constant."""
+    xc = x - x.mean(1, keepdims=True)
+    yc = y - y.mean(1, keepdims=True)
+    den = np.sqrt((xc * xc).sum(1) * (yc * yc).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (xc * yc).sum(1) / den
+    r[~(den > 0)] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
+def _interval(samples: np.ndarray, ci: float) -> list:
+    s = samples[np.isfinite(samples)]
+    if len(s) == 0:
+        return [math.nan, math.nan]
+    q = 100.0 * (1.0 - ci) / 2.0
+    lo, hi = np.percentile(s, [q, 100.0 - q])
+    return [float(lo), float(hi)]
+
+
+def correlate(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, seed: int = 0,
+              ci: float = 0.95) -> dict:
+    """Pearson and Spearman correlation with bootstrap percentile confidence intervals.
+
+    Args:
+        x, y: paired observations (same length).
+        n_boot: bootstrap resamples of the pairs; 0 skips the intervals.
+        seed: resampling seed.
+        ci: interval coverage, e.g. 0.95.
+
+    Returns:
+        ``{"pearson", "pearson_p", "pearson_ci", "spearman", "spearman_p", "spearman_ci",
+        "n", "n_boot", "ci"}``; values are NaN when ``n < 3`` or an input is constant, and
+        resamples with a constant side are left out of the intervals.
+    """
+    xa, ya = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    if xa.shape != ya.shape:
+        raise ValueError(f"correlate: x and y differ in length ({len(xa)} vs {len(ya)})")
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"correlate: ci must be in (0, 1), got {ci}")
+    n = len(xa)
+    out = {"pearson": math.nan, "pearson_p": math.nan, "pearson_ci": [math.nan, math.nan],
+           "spearman": math.nan, "spearman_p": math.nan, "spearman_ci": [math.nan, math.nan],
+           "n": n, "n_boot": int(n_boot), "ci": ci}
+    if n < 3 or np.ptp(xa) == 0 or np.ptp(ya) == 0:
+        return out
+    pr, sr = stats.pearsonr(xa, ya), stats.spearmanr(xa, ya)
+    out.update(pearson=float(pr.statistic), pearson_p=float(pr.pvalue),
+               spearman=float(sr.statistic), spearman_p=float(sr.pvalue))
+    if n_boot > 0:
+        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+        bx, by = xa[idx], ya[idx]
+        out["pearson_ci"] = _interval(_rowwise_pearson(bx, by), ci)
+        rx, ry = stats.rankdata(bx, axis=1), stats.rankdata(by, axis=1)
+        out["spearman_ci"] = _interval(_rowwise_pearson(rx, ry), ci)
+    return out
+
+
+def forgetting_points(records: Iterable[dict]) -> list[dict]:
+    """One point per (run, experience t, dataset d) in each record's ``distances``.
+
+    ``forgetting = P[0][d] - P[t][d]`` with ``d`` looked up in ``P_columns`` (the run-record
+    schema in :mod:`proxyfda_cl.results`). Entries whose ``otdd`` or ``l2`` is null, or whose
+    probe accuracies are null, are skipped.
+
+    Returns:
+        dicts ``{run, strategy, seed, experience, dataset, forgetting, otdd, l2}``.
+
+    Raises:
+        DataError: a record lacks ``matrices.P``/``P_columns`` or names an unknown dataset
+            or experience.
+    """
+    points = []
+    for rec in records:
+        dists = rec.get("distances") or []
+        if not dists:
+            continue
+        run = rec.get("id")
+        try:
+            p, cols = rec["matrices"]["P"], list(rec["matrices"]["P_columns"])
+        except (KeyError, TypeError):
+            raise DataError(f"record {run}: distances without matrices.P/P_columns; "
+                            "re-run or drop the record") from None
+        cfg = rec.get("config") or {}
+        strategy = (cfg.get("strategy") or {}).get("name")
+        for e in dists:
+            if e.get("otdd") is None or e.get("l2") is None:
+                continue
+            t, d = int(e["experience"]), e["dataset"]
+            if d not in cols or not 0 < t < len(p):
+                raise DataError(f"record {run}: distance entry (experience {t}, dataset {d}) "
+                                "has no row/column in matrices.P; the record is inconsistent")
+            j = cols.index(d)
+            p0, pt = p[0][j], p[t][j]
+            if p0 is None or pt is None:
+                continue
+            points.append({"run": run, "strategy": strategy, "seed": cfg.get("seed"),
+                           "experience": t, "dataset": d, "forgetting": float(p0) - float(pt),
+                           "otdd": float(e["otdd"]), "l2": float(e["l2"])})
+    return points
+
+
+def correlation_table(records: Iterable[dict], *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Correlation of forgetting with OTDD and with L2 over every point of ``records``.
+
+    Returns:
+        ``{"otdd": correlate(otdd, forgetting), "l2": correlate(l2, forgetting)}``; the
+        number of points is each entry's ``n``.
+    """
+    pts = forgetting_points(records)
+    forg = [q["forgetting"] for q in pts]
+    return {"otdd": correlate([q["otdd"] for q in pts], forg, n_boot=n_boot, seed=seed),
+            "l2": correlate([q["l2"] for q in pts], forg, n_boot=n_boot, seed=seed)}

@@ -1,0 +1,103 @@
+"""Correlation of forgetting with feature distances (METHOD.md, Metrics: Correlation)."""
+import math
+
+import numpy as np
+import pytest
+
+from proxyfda_cl.analysis.correlation import correlate, correlation_table, forgetting_points
+from proxyfda_cl.errors import DataError
+
+
+def test_exact_linear_relation():
+    x = np.arange(10.0)
+    out = correlate(x, 2 * x, n_boot=200)
+    assert out["pearson"] == pytest.approx(1.0) and out["spearman"] == pytest.approx(1.0)
+    assert out["pearson_ci"] == pytest.approx([1.0, 1.0]) and out["n"] == 10
+    assert correlate(x, -3 * x + 1, n_boot=0)["pearson"] == pytest.approx(-1.0)
+
+
+def test_hand_computed_value():
+    # deviations (-2,-1,0,1,2) and (-1,-2,1,0,2): sum of products 8, sums of squares 10 -> 0.8;
+    # the values are their own ranks, so Spearman is 0.8 too.
+    out = correlate([1, 2, 3, 4, 5], [2, 1, 4, 3, 5], n_boot=0)
+    assert out["pearson"] == pytest.approx(0.8) and out["spearman"] == pytest.approx(0.8)
+    assert all(math.isnan(v) for v in out["pearson_ci"])
+
+
+def test_spearman_is_rank_based():
+    x = np.arange(1.0, 9.0)
+    out = correlate(x, np.exp(x), n_boot=0)
+    assert out["spearman"] == pytest.approx(1.0) and out["pearson"] < 0.9
+
+
+def test_bootstrap_interval_covers_truth_large_sample():
+    rng = np.random.default_rng(0)
+    n, rho = 2000, 0.6
+    x = rng.standard_normal(n)
+    e = rng.standard_normal(n)
+    xc = (x - x.mean()) / np.linalg.norm(x - x.mean())
+    ec = e - e.mean() - (e - e.mean()) @ xc * xc
+    ec /= np.linalg.norm(ec)
+    y = rho * xc + math.sqrt(1 - rho**2) * ec          # sample Pearson exactly 0.6
+    out = correlate(xc, y, n_boot=500, seed=1)
+    assert out["pearson"] == pytest.approx(rho, abs=1e-12)
+    lo, hi = out["pearson_ci"]
+    assert lo < rho < hi and hi - lo < 0.1
+    truth_s = 6 / math.pi * math.asin(rho / 2)        # Spearman of a bivariate normal
+    lo, hi = out["spearman_ci"]
+    assert lo < truth_s < hi and lo < out["spearman"] < hi
+    again = correlate(xc, y, n_boot=500, seed=1)
+    assert again["pearson_ci"] == out["pearson_ci"]
+
+
+def test_degenerate_inputs_are_nan():
+    assert math.isnan(correlate([1, 2], [3, 4])["pearson"])
+    assert math.isnan(correlate([1, 1, 1, 1], [1, 2, 3, 4])["spearman"])
+    with pytest.raises(ValueError):
+        correlate([1, 2, 3], [1, 2])
+
+
+def record(run_id, strategy, seed, p, distances):
+    return {"id": run_id, "status": "complete",
+            "config": {"strategy": {"name": strategy}, "seed": seed},
+            "matrices": {"P": p, "P_columns": ["a", "b", "probe"]},
+            "distances": distances}
+
+
+REC = record("r1", "fda", 3,
+             [[0.9, 0.8, 0.7], [0.85, 0.6, 0.65], [0.8, 0.5, 0.4]],
+             [{"experience": 1, "dataset": "probe", "l2": 0.1, "otdd": 0.3, "n": 50, "otdd_method": "exact"},
+              {"experience": 2, "dataset": "b", "l2": 0.2, "otdd": 0.5, "n": 50, "otdd_method": "exact"},
+              {"experience": 2, "dataset": "a", "l2": 0.2, "otdd": None, "n": 50, "otdd_method": "exact"}])
+
+
+def test_forgetting_points_by_hand():
+    pts = forgetting_points([REC])
+    assert len(pts) == 2
+    p1, p2 = pts
+    assert (p1["run"], p1["strategy"], p1["seed"], p1["experience"], p1["dataset"]) == ("r1", "fda", 3, 1, "probe")
+    assert p1["forgetting"] == pytest.approx(0.7 - 0.65) and p1["otdd"] == 0.3 and p1["l2"] == 0.1
+    assert p2["forgetting"] == pytest.approx(0.8 - 0.5) and p2["dataset"] == "b"
+
+
+def test_forgetting_points_inconsistent_record():
+    bad = record("r2", "naive", 0, [[0.9, 0.8, 0.7]],
+                 [{"experience": 1, "dataset": "a", "l2": 0.1, "otdd": 0.2}])
+    with pytest.raises(DataError, match="r2"):
+        forgetting_points([bad])
+
+
+def test_correlation_table_over_records():
+    rng = np.random.default_rng(0)
+    recs = []
+    for r in range(6):
+        drop = rng.uniform(0, 0.3, size=3)
+        p = [[0.9, 0.8, 0.7], [0.9, 0.8 - drop[0], 0.7 - drop[1]], [0.9, 0.8, 0.7 - drop[2]]]
+        recs.append(record(f"r{r}", "naive", r, p, [
+            {"experience": 1, "dataset": "b", "otdd": 2 * drop[0], "l2": 0.1},
+            {"experience": 1, "dataset": "probe", "otdd": 2 * drop[1], "l2": 0.3 - drop[1]},
+            {"experience": 2, "dataset": "probe", "otdd": 2 * drop[2], "l2": 0.3 - drop[2]}]))
+    table = correlation_table(recs, n_boot=100)
+    assert set(table) == {"otdd", "l2"}
+    assert table["otdd"]["n"] == 18 and table["otdd"]["pearson"] == pytest.approx(1.0)
+    assert table["l2"]["spearman"] < 0
