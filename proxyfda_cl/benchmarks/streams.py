@@ -57,7 +57,7 @@ def resolve(cfg) -> tuple[list[str], list[str]]:
 _SUBSET = re.compile(r"^(?P<name>.*)\[(?P<sel>[0-9:, ]+)\]$")
 
 
-def _parse_subset(name: str) -> tuple[str, Optional[list[int]], Optional[tuple[int, int]]]:
+def parse_subset(name: str) -> tuple[str, Optional[list[int]], Optional[tuple[int, int]]]:
     m = _SUBSET.match(name)
     if not m:
         return name, None, None
@@ -104,7 +104,7 @@ class _Relabelled(Dataset):
 
 def load_task(name: str, *, root: str, download: bool, seed: int, image_size: int) -> TaskData:
     """Load a dataset by name, applying a ``[a:b]`` / ``[i,j]`` class subset if present."""
-    base, picks, rng = _parse_subset(name)
+    base, picks, rng = parse_subset(name)
     task = load_dataset(base, root=root, download=download, seed=seed, image_size=image_size)
     if rng is not None:
         picks = list(range(*rng))

@@ -1,0 +1,284 @@
+"""``proxyfda-cl``: the command line. Argument parsing only; the work lives in the library.
+
+Errors a user can cause print one line (``error: ...``) and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from typing import Optional
+
+from .errors import ProxyFDAError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as for every user error
+        sys.stderr.write(f"error: {self.prog}: {message}\n")
+        sys.exit(2)
+
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+def cmd_run(a) -> int:
+    from .config import load_yaml, make_config
+    from .runner import run
+
+    base = load_yaml(a.config) if a.config else None
+    cfg = make_config(base, a.set, strategy=a.strategy, benchmark=a.benchmark,
+                      backbone=a.backbone, seed=a.seed, out=a.out)
+    rec = run(cfg, overwrite=a.overwrite, keep_checkpoints=a.keep_checkpoints, progress=True,
+              on_event=print)
+    if rec.get("skipped"):
+        print("use --overwrite to redo it")
+    final = rec["metrics"]["final"]
+    print("final: " + ", ".join(f"{k}={_pct(v)}" for k, v in final.items()))
+    return 0
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:+.2f}%" if abs(v) < 1 and v < 0 else f"{100 * v:.2f}%"
+
+
+def cmd_sweep(a, *, suite: Optional[str] = None, seeds: Optional[int] = None) -> int:
+    from .sweep import expand, load_suite, run_sweep
+
+    s = load_suite(suite or a.suite, seeds=seeds if seeds is not None else getattr(a, "seeds", None))
+    results_dir = os.path.expanduser(a.results or os.path.join("results", s.name))
+    runs = expand(s, out=results_dir, sets=a.set)
+    print(f"suite {s.name}: {len(runs)} run(s) -> {results_dir}")
+    out = run_sweep(runs, engine=getattr(a, "engine", "local"), workers=a.workers,
+                    address=getattr(a, "address", None), cpus_per_run=a.cpus_per_run,
+                    gpus_per_run=getattr(a, "gpus_per_run", 0), retry_failed=a.retry_failed,
+                    keep_checkpoints=a.keep_checkpoints, overwrite=a.overwrite, on_event=print)
+    c = out["counts"]
+    print(f"complete: {c['complete']}, failed: {c['failed']}")
+    a._results_dir = results_dir
+    return 0 if c["failed"] == 0 else 1
+
+
+def cmd_demo(a) -> int:
+    from .analysis.leaderboard import leaderboard, to_markdown, write_leaderboard
+    from .analysis.plots import plot_all
+    from .models import build_encoder
+    from .config import BackboneConfig
+    from .results import read_results
+    from .sweep import expand, load_suite
+
+    name = "demo-quick" if a.quick else "demo"
+    suite = load_suite(name, seeds=a.seeds)
+    backbone = suite.base.get("backbone", "tiny")
+    build_encoder(BackboneConfig(name=backbone if isinstance(backbone, str) else backbone["name"]),
+                  progress=True)  # pre-train once, with a progress bar, before workers start
+    a.results = a.out or os.path.join("results", name)
+    a.suite = name
+    code = cmd_sweep(a, suite=name, seeds=a.seeds)
+    records, problems = read_results(a._results_dir)
+    for p in problems:
+        print(f"skipped: {p}")
+    folder = a._results_dir
+    paths = [write_leaderboard(records, os.path.join(folder, f"leaderboard.{ext}"), ext)
+             for ext in ("md", "csv", "html")]
+    plots = plot_all(records, os.path.join(folder, "plots"))
+    print()
+    print(to_markdown(leaderboard(records)))
+    print()
+    print(f"records:     {os.path.join(folder, 'records')}")
+    for p in paths:
+        print(f"leaderboard: {p}")
+    for f in plots["files"]:
+        print(f"plot:        {f}")
+    return code
+
+
+def cmd_pretrain(a) -> int:
+    from .config import BackboneConfig
+    from .models import build_encoder, cache_dir
+
+    enc = build_encoder(BackboneConfig(name="tiny:quick" if a.quick else "tiny"), progress=True)
+    n = sum(p.numel() for p in enc.parameters())
+    print(f"tiny encoder ready ({n:,} parameters), cached under {cache_dir()}")
+    return 0
+
+
+def cmd_list(a) -> int:
+    from .benchmarks import BENCHMARKS, DATASETS
+    from .models import BACKBONES
+    from .strategies import STRATEGIES, strategy_defaults
+    from .sweep import SUITES_DIR
+
+    print("strategies:")
+    for n in STRATEGIES.names():
+        params = ", ".join(f"{k}={v}" for k, v in strategy_defaults(n).items())
+        print(f"  {n:10s} {params}")
+    print("benchmarks: " + ", ".join(BENCHMARKS.names()))
+    print("datasets:   " + ", ".join(DATASETS.names()))
+    print("backbones:  tiny, tiny:quick, openclip:<arch>/<tag-or-file>, timm:<name>, "
+          "torch:<module>:<factory>  (prefixes: " + ", ".join(BACKBONES.names()) + ")")
+    print("suites:     " + ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))))
+    return 0
+
+
+def cmd_leaderboard(a) -> int:
+    from .analysis.leaderboard import leaderboard, to_csv, to_html, to_markdown
+    from .results import read_results
+
+    records, problems = read_results(a.results_dir)
+    rows = leaderboard(records, problems)
+    for p in problems:
+        print(f"skipped: {p}", file=sys.stderr)
+    fmt = a.format or (os.path.splitext(a.out)[1].lstrip(".") if a.out else "md")
+    render = {"md": to_markdown, "csv": to_csv, "html": to_html}
+    if fmt not in render:
+        raise ProxyFDAError(f"--format: {fmt!r} is not md, csv or html")
+    text = render[fmt](rows)
+    if a.out:
+        _write_text(a.out, text)
+        print(f"leaderboard: {a.out}")
+    else:
+        print(text)
+    return 0
+
+
+def _write_text(path: str, text: str) -> None:
+    from .errors import ConfigError
+
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise ConfigError(f"--out {path}: cannot write ({e.strerror}); choose a writable path") from None
+
+
+def cmd_plot(a) -> int:
+    from .analysis import plots
+    from .results import read_results
+
+    records, problems = read_results(a.results_dir)
+    for p in problems:
+        print(f"skipped: {p}", file=sys.stderr)
+    out = a.out or os.path.join(a.results_dir, "plots")
+    fn = {"forward-transfer": plots.plot_forward_transfer, "otdd": plots.plot_otdd_vs_forgetting,
+          "matrices": plots.plot_matrices, "all": plots.plot_all}[a.kind]
+    try:
+        data = fn(records, out)
+    except OSError as e:
+        from .errors import ConfigError
+        raise ConfigError(f"--out {out}: cannot write ({e.strerror}); choose a writable folder") from None
+    for f in data.get("files", []):
+        print(f"plot: {f}")
+    return 0
+
+
+def cmd_overhead(a) -> int:
+    from .config import BackboneConfig
+    from .models import build_encoder
+    from .strategies import STRATEGIES
+    from .strategies.overhead import measure_overhead
+
+    names = a.strategies or ["naive", "fda", "proxy_fda", "ldifs", "l2sp"]
+    for n in names:
+        STRATEGIES.get(n)
+    if "naive" not in names:
+        names = ["naive"] + names
+    cfg = BackboneConfig(name=a.backbone)
+    build_encoder(cfg, progress=True)
+    res = measure_overhead(lambda: build_encoder(cfg), names, batch_size=a.batch_size,
+                           steps=a.steps, device=a.device)
+    print(f"{'strategy':12s} {'median step (ms)':>17s} {'x naive':>8s}")
+    for n, r in res.items():
+        print(f"{n:12s} {1000 * r['median_step_s']:17.2f} {r['ratio']:8.3f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="proxyfda-cl", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def sweep_flags(sp, results_flag: str = "--results") -> None:
+        sp.add_argument("--workers", type=int, default=2, help="parallel local processes")
+        sp.add_argument("--cpus-per-run", type=float, default=1, help="threads/CPUs per run")
+        sp.add_argument(results_flag, dest="results" if results_flag == "--results" else "out",
+                        help="results folder")
+        sp.add_argument("--retry-failed", action="store_true")
+        sp.add_argument("--keep-checkpoints", action="store_true")
+        sp.add_argument("--overwrite", action="store_true", help="redo complete runs")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    r = sub.add_parser("run", help="one run")
+    r.add_argument("--config")
+    r.add_argument("--strategy")
+    r.add_argument("--benchmark")
+    r.add_argument("--backbone")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--out")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--keep-checkpoints", action="store_true")
+    r.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("sweep", help="a suite's grid, locally or on Ray")
+    s.add_argument("suite", help="a suite YAML, or a packaged suite name")
+    s.add_argument("--engine", choices=["local", "ray"], default="local")
+    s.add_argument("--address", help="Ray address (default: start a local instance)")
+    s.add_argument("--gpus-per-run", type=float, default=0)
+    s.add_argument("--seeds", type=int, help="replace the suite's seeds with 0..N-1")
+    sweep_flags(s)
+    s.set_defaults(fn=cmd_sweep)
+
+    d = sub.add_parser("demo", help="the offline comparison of all strategies")
+    d.add_argument("--quick", action="store_true", help="smaller data, under a minute")
+    d.add_argument("--seeds", type=int, default=None)
+    sweep_flags(d, "--out")
+    d.set_defaults(fn=cmd_demo)
+
+    t = sub.add_parser("pretrain", help="pre-train and cache the tiny encoder")
+    t.add_argument("--quick", action="store_true")
+    t.set_defaults(fn=cmd_pretrain)
+
+    sub.add_parser("list", help="strategies, benchmarks, datasets, backbones").set_defaults(fn=cmd_list)
+
+    lb = sub.add_parser("leaderboard", help="table from a results folder")
+    lb.add_argument("results_dir")
+    lb.add_argument("--format", choices=["md", "csv", "html"])
+    lb.add_argument("--out")
+    lb.set_defaults(fn=cmd_leaderboard)
+
+    pl = sub.add_parser("plot", help="figures from a results folder")
+    pl.add_argument("results_dir")
+    pl.add_argument("--kind", choices=["forward-transfer", "otdd", "matrices", "all"], default="all")
+    pl.add_argument("--out")
+    pl.set_defaults(fn=cmd_plot)
+
+    o = sub.add_parser("overhead", help="training-step time of each strategy relative to naive")
+    o.add_argument("--backbone", default="tiny")
+    o.add_argument("--strategies", nargs="+")
+    o.add_argument("--steps", type=int, default=30)
+    o.add_argument("--batch-size", type=int, default=64)
+    o.add_argument("--device", default="cpu")
+    o.set_defaults(fn=cmd_overhead)
+    return p
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Entry point; returns the exit code."""
+    _quiet()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ProxyFDAError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; finished runs are kept and an unfinished run resumes when rerun\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

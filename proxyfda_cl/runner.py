@@ -1,0 +1,150 @@
+"""One run, end to end: config -> benchmark -> model -> strategy -> train/evaluate -> record.
+
+After each experience the run saves a checkpoint (model with its heads, optimizer, plugins,
+RNG states and the partial matrices); rerunning an interrupted run resumes from the last
+finished experience. The record is written atomically once the run completes, or with
+``status: failed`` if it fails, without ever replacing an earlier complete record.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import random
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import RunConfig, to_dict
+from .errors import ConfigError, ProxyFDAError
+from .results import is_complete, read_record, record_name, write_json_atomic
+
+log = logging.getLogger("proxyfda_cl")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for but CUDA is not available; use auto or cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def record_path(cfg: RunConfig) -> Path:
+    """Where the record of ``cfg`` is written: ``OUT/records/<bench>__<strategy>__seed<N>__<id>.json``."""
+    return Path(os.path.expanduser(cfg.out)) / "records" / record_name(to_dict(cfg), cfg.id)
+
+
+def checkpoint_dir(cfg: RunConfig) -> Path:
+    """Per-run checkpoint folder: ``OUT/checkpoints/<id>``."""
+    return Path(os.path.expanduser(cfg.out)) / "checkpoints" / cfg.id
+
+
+def check_writable(folder: Path) -> None:
+    """``ConfigError`` naming ``out`` when the output folder cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"out: cannot write to {folder} ({e.strerror}); choose a writable folder") from None
+
+
+def versions(device: torch.device) -> dict:
+    """Versions of the package, its main dependencies and the device used."""
+    import avalanche
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"proxyfda_cl": __version__, "torch": torch.__version__,
+            "avalanche": avalanche.__version__, "python": platform.python_version(),
+            "device": f"{device.type}: {name}"}
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Check every name and strategy parameter before anything runs or is written."""
+    from .benchmarks import DATASETS, resolve, split_name
+    from .benchmarks.streams import parse_subset
+    from .models import BACKBONES
+    from .strategies import build_strategy
+
+    build_strategy(cfg.strategy.name, cfg.strategy.params)
+    BACKBONES.get(cfg.backbone.name.partition(":")[0])
+    experiences, probes = resolve(cfg.benchmark)
+    for name in experiences + probes:
+        DATASETS.get(split_name(parse_subset(name)[0])[0])
+
+
+def run(cfg: RunConfig, *, overwrite: bool = False, keep_checkpoints: bool = False,
+        progress: bool = False, on_event: Optional[Callable[[str], None]] = None) -> dict:
+    """Run ``cfg`` and write its record; returns the record.
+
+    A run whose complete record exists is skipped (the record is returned with
+    ``"skipped": True``) unless ``overwrite``. A failure writes a ``failed`` record and
+    re-raises; an existing complete record is never replaced by a failed one.
+    """
+    say = on_event or (lambda msg: None)
+    preflight(cfg)
+    path = record_path(cfg)
+    check_writable(path.parent)
+    if path.exists() and is_complete(path) and not overwrite:
+        say(f"skipped (complete record exists): {path}")
+        rec = read_record(path)
+        rec["skipped"] = True
+        return rec
+    try:
+        from .session import Session
+
+        record = Session(cfg, progress=progress, say=say).run()
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        if not (path.exists() and is_complete(path)):
+            msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+            write_json_atomic(path, {
+                "id": cfg.id, "status": "failed", "config": to_dict(cfg),
+                "error": f"{e.__class__.__name__}: {msg}",
+                "traceback": "" if isinstance(e, ProxyFDAError) else traceback.format_exc(),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        raise
+    write_json_atomic(path, record)
+    if not keep_checkpoints:
+        ckpt = checkpoint_dir(cfg)
+        if ckpt.is_dir():
+            for f in ckpt.iterdir():
+                f.unlink()
+            ckpt.rmdir()
+    say(f"record: {path}")
+    record["_path"] = str(path)
+    return record

@@ -1,0 +1,165 @@
+"""The body of one run: build everything, train experience by experience, evaluate, resume.
+
+``runner.run`` wraps this with skip-existing and the record's atomic write.
+"""
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+import torch
+from avalanche.evaluation.metrics import accuracy_metrics
+from avalanche.training import Naive
+from avalanche.training.plugins import EvaluationPlugin
+
+from .analysis.metrics import compute_metrics
+from .benchmarks.sampler import BatchSamplerPlugin
+from .benchmarks.streams import build_stream
+from .config import RunConfig, to_dict
+from .evaluation import Evaluator
+from .models import EncoderWithHeads, build_encoder, image_transform
+from .runner import (_rng_state, _set_rng_state, checkpoint_dir, resolve_device, seed_everything,
+                     versions)
+from .strategies import build_strategy
+from .training import AutocastPlugin, GradClipPlugin, LRSchedulePlugin, StepTimerPlugin
+
+_EXP_KEY = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
+
+
+def make_optimizer(model: torch.nn.Module, train) -> torch.optim.Optimizer:
+    """The optimizer named by ``train.optimizer`` over the model's parameters."""
+    params = model.parameters()
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum,
+                               weight_decay=train.weight_decay)
+    if train.optimizer == "adam":
+        return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+
+
+class Session:
+    """Everything one run holds while it trains."""
+
+    def __init__(self, cfg: RunConfig, *, progress: bool = False,
+                 say: Callable[[str], None] = lambda m: None) -> None:
+        self.cfg, self.progress, self.say = cfg, progress, say
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        seed_everything(cfg.seed)
+        device = resolve_device(cfg.device)
+        recipe = build_strategy(cfg.strategy.name, cfg.strategy.params)
+        encoder = build_encoder(cfg.backbone, progress=self.progress)
+        stream = build_stream(cfg.benchmark, image_transform(encoder), encoder.input_size,
+                              seed=cfg.seed, probe_train_size=cfg.eval.probe_train_size,
+                              probe_test_size=cfg.eval.probe_test_size)
+        model = EncoderWithHeads(encoder)
+        plugins = recipe.plugins
+        evaluator = Evaluator(stream, cfg.eval, device=device, precision=cfg.train.precision,
+                              seed=cfg.seed, num_workers=cfg.train.num_workers)
+        state = {"R": [], "P": [], "distances": [], "timing": []}
+        ckpt_dir = checkpoint_dir(cfg)
+        ckpt = self._load_checkpoint(ckpt_dir)
+        if ckpt is not None:
+            model, plugins, state = ckpt["model"], ckpt["plugins"], ckpt["state"]
+            evaluator.reference = ckpt["reference"]
+            self.say(f"resuming after experience {len(state['R'])} from {ckpt_dir}")
+        else:
+            t0 = time.perf_counter()
+            model.to(device)
+            row, _ = evaluator.evaluate(model.encoder, None)
+            state["P"].append(row)
+            state["pre_eval_s"] = time.perf_counter() - t0
+
+        kind = cfg.train.sampler if cfg.train.sampler != "auto" else recipe.sampler
+        timer = StepTimerPlugin()
+        extra = [BatchSamplerPlugin(kind=kind, batch_size=cfg.train.batch_size,
+                                    classes_per_batch=cfg.train.classes_per_batch,
+                                    samples_per_class=cfg.train.samples_per_class,
+                                    seed=cfg.seed, num_workers=cfg.train.num_workers,
+                                    pin_memory=device.type == "cuda"),
+                 LRSchedulePlugin(base_lr=cfg.train.lr, warmup_steps=cfg.train.warmup_steps,
+                                  schedule=cfg.train.schedule),
+                 timer]
+        if cfg.train.grad_clip:
+            extra.append(GradClipPlugin(max_norm=cfg.train.grad_clip))
+        if cfg.train.precision == "bf16":
+            extra.append(AutocastPlugin(device_type=device.type))
+        optimizer = make_optimizer(model, cfg.train)
+        if ckpt is not None and ckpt.get("optimizer") is not None:
+            try:
+                optimizer.load_state_dict(ckpt["optimizer"])
+            except ValueError:
+                pass  # Avalanche rebuilds the optimizer at each experience anyway
+        strategy = Naive(model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
+                         train_mb_size=cfg.train.batch_size,
+                         train_epochs=cfg.train.epochs + recipe.extra_epochs,
+                         eval_mb_size=cfg.eval.batch_size, device=device,
+                         plugins=list(plugins) + extra,
+                         evaluator=EvaluationPlugin(accuracy_metrics(experience=True),
+                                                    loggers=[]))
+        if ckpt is not None:
+            _set_rng_state(ckpt["rng"])
+
+        train_stream = stream.benchmark.train_stream
+        test_stream = stream.benchmark.test_stream
+        n_exp = len(stream.experiences)
+        for t in range(len(state["R"]), n_exp):
+            self.say(f"experience {t + 1}/{n_exp}: {stream.experiences[t]}")
+            t0 = time.perf_counter()
+            strategy.train(train_stream[t], num_workers=cfg.train.num_workers)
+            train_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            results = strategy.eval(test_stream, num_workers=cfg.train.num_workers)
+            r_row = [None] * n_exp
+            for key, value in results.items():
+                m = _EXP_KEY.match(key)
+                if m:
+                    r_row[int(m.group(1))] = float(value)
+            p_row, dists = evaluator.evaluate(model.encoder, t + 1)
+            state["R"].append(r_row)
+            state["P"].append(p_row)
+            state["distances"].extend(dists)
+            state["timing"].append({"train_s": train_s, "eval_s": time.perf_counter() - t0,
+                                    "step_median_s": timer.median(),
+                                    "steps": len(timer.times)})
+            self._save_checkpoint(ckpt_dir, model, plugins, optimizer, state, evaluator)
+
+        metrics = compute_metrics(state["R"], state["P"], n_exp)
+        return {
+            "id": cfg.id,
+            "status": "complete",
+            "config": to_dict(cfg),
+            "versions": versions(device),
+            "stream": list(stream.experiences),
+            "probes": list(stream.probes),
+            "matrices": {"R": state["R"], "R_columns": list(stream.experiences),
+                         "P": state["P"], "P_columns": evaluator.columns},
+            "metrics": metrics,
+            "distances": state["distances"],
+            "timing": {"per_experience": state["timing"],
+                       "pre_eval_s": state.get("pre_eval_s"),
+                       "total_s": time.perf_counter() - t_start},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    @staticmethod
+    def _load_checkpoint(folder):
+        path = folder / "last.pt"
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:
+            return None  # an unreadable checkpoint means starting over, never a crash
+
+    @staticmethod
+    def _save_checkpoint(folder, model, plugins, optimizer, state, evaluator) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "last.pt.tmp"
+        torch.save({"model": model, "plugins": plugins, "optimizer": optimizer.state_dict(),
+                    "state": state, "reference": evaluator.reference, "rng": _rng_state()}, tmp)
+        tmp.replace(folder / "last.pt")

@@ -1,0 +1,227 @@
+"""Sweeps: a grid of run configs, executed in local processes or on a Ray cluster.
+
+The grid is strategies x benchmarks x seeds x overrides, on top of a suite's ``base``
+config. Every run's id is the hash of its complete config, so a rerun of a sweep skips
+what is complete, resumes what was interrupted (from its last checkpoint) and retries
+failed runs only when asked.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import signal
+import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .config import RunConfig, load_yaml, make_config, set_dotted, to_dict
+from .errors import ConfigError
+from .results import read_record
+from .runner import check_writable, record_path
+
+SUITES_DIR = Path(__file__).parent / "suites"
+
+
+@dataclass
+class SweepConfig:
+    """A suite: a base config and the axes of its grid."""
+
+    name: str
+    base: dict
+    strategies: list
+    benchmarks: list
+    seeds: list
+    overrides: list = field(default_factory=lambda: [{}])
+
+
+def find_suite(name_or_path: str) -> Path:
+    """A suite YAML by path, or by name among the packaged suites (``demo``, ``paper-clip``...)."""
+    p = Path(os.path.expanduser(name_or_path))
+    if p.is_file():
+        return p
+    packaged = SUITES_DIR / f"{name_or_path}.yaml"
+    if packaged.is_file():
+        return packaged
+    names = ", ".join(sorted(s.stem for s in SUITES_DIR.glob("*.yaml")))
+    raise ConfigError(f"suite {name_or_path}: no such file or packaged suite; packaged: {names}")
+
+
+def load_suite(name_or_path: str, *, seeds: Optional[int] = None) -> SweepConfig:
+    """Read a suite YAML; ``seeds`` (a count) replaces its seed axis with ``0..seeds-1``."""
+    path = find_suite(name_or_path)
+    data = load_yaml(str(path))
+    known = {"name", "base", "strategies", "benchmarks", "seeds", "overrides"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"suite {path}: unknown field {key!r}; valid: {', '.join(sorted(known))}")
+    base = data.get("base") or {}
+    seed_axis = data.get("seeds", [base.get("seed", 0)])
+    if isinstance(seed_axis, int):
+        seed_axis = list(range(seed_axis))
+    if seeds is not None:
+        if seeds < 1:
+            raise ConfigError(f"--seeds: must be >= 1, got {seeds}")
+        seed_axis = list(range(seeds))
+    default_bench = base.get("benchmark", "demo")
+    return SweepConfig(
+        name=str(data.get("name", path.stem)), base=base,
+        strategies=list(data.get("strategies") or [base.get("strategy", "naive")]),
+        benchmarks=list(data.get("benchmarks") or [default_bench]),
+        seeds=list(seed_axis), overrides=list(data.get("overrides") or [{}]))
+
+
+def expand(suite: SweepConfig, *, out: str, sets: Optional[list] = None) -> list[RunConfig]:
+    """Every run config of the grid (validated), in a stable order, without duplicates."""
+    runs, seen = [], set()
+    for strat, bench, seed, override in itertools.product(
+            suite.strategies, suite.benchmarks, suite.seeds, suite.overrides):
+        data = copy.deepcopy(suite.base)
+        data["strategy"] = copy.deepcopy(strat) if isinstance(strat, dict) else {"name": strat}
+        if isinstance(bench, dict):
+            data["benchmark"] = {**_as_dict(data.get("benchmark")), **bench}
+        else:
+            b = _as_dict(data.get("benchmark"))
+            if b.get("name") != bench:
+                b = {k: v for k, v in b.items() if k not in ("experiences", "probes")}
+            data["benchmark"] = {**b, "name": bench}
+        data["seed"] = seed
+        data["out"] = out
+        for key, value in (override or {}).items():
+            set_dotted(data, key, value)
+        cfg = make_config(data, sets)
+        if cfg.id not in seen:
+            seen.add(cfg.id)
+            runs.append(cfg)
+    return runs
+
+
+def _as_dict(value) -> dict:
+    if value is None:
+        return {}
+    return {"name": value} if isinstance(value, str) else dict(value)
+
+
+def status_of(cfg: RunConfig) -> str:
+    """``complete``, ``failed`` or ``todo`` from the run's record file."""
+    path = record_path(cfg)
+    if not path.exists():
+        return "todo"
+    try:
+        return read_record(path)["status"]
+    except Exception:
+        return "todo"
+
+
+def _worker_init(threads: int) -> None:
+    """Pool worker set-up: die with the parent (Linux), fixed torch threads."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def run_one(cfg_dict: dict, keep_checkpoints: bool = False, overwrite: bool = False) -> dict:
+    """Run one config in this process; never raises. Returns {id, status, path, error}."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    from .config import from_dict
+    from .runner import run
+
+    cfg = from_dict(cfg_dict)
+    try:
+        rec = run(cfg, keep_checkpoints=keep_checkpoints, overwrite=overwrite)
+        return {"id": cfg.id, "status": "complete", "path": str(record_path(cfg)),
+                "skipped": bool(rec.get("skipped"))}
+    except Exception as e:  # recorded as failed by run(); the sweep goes on
+        return {"id": cfg.id, "status": "failed", "path": str(record_path(cfg)),
+                "error": f"{e.__class__.__name__}: {e}".splitlines()[0]}
+
+
+def run_sweep(runs: list[RunConfig], *, engine: str = "local", workers: int = 1,
+              address: Optional[str] = None, cpus_per_run: float = 1, gpus_per_run: float = 0,
+              retry_failed: bool = False, keep_checkpoints: bool = False, overwrite: bool = False,
+              progress: bool = True, on_event: Callable[[str], None] = lambda m: None) -> dict:
+    """Run every config not yet complete; returns counts and per-run results.
+
+    Complete runs are skipped; failed ones too unless ``retry_failed``; ``overwrite`` redoes all.
+    """
+    from tqdm.auto import tqdm
+
+    if not runs:
+        raise ConfigError("sweep: the grid is empty; list at least one strategy, benchmark and seed")
+    for folder in {record_path(c).parent for c in runs}:
+        check_writable(folder)
+    todo, results = [], {}
+    for cfg in runs:
+        st = "todo" if overwrite else status_of(cfg)
+        if st == "complete" or (st == "failed" and not retry_failed):
+            results[cfg.id] = {"id": cfg.id, "status": st, "path": str(record_path(cfg)),
+                               "skipped": True}
+        else:
+            todo.append(cfg)
+    counts = {"complete": sum(r["status"] == "complete" for r in results.values()),
+              "failed": sum(r["status"] == "failed" for r in results.values()),
+              "running": 0, "remaining": len(todo)}
+    if counts["complete"] or counts["failed"]:
+        on_event(f"skipping {counts['complete']} complete and {counts['failed']} failed run(s) "
+                 f"already recorded" + ("" if retry_failed or not counts["failed"] else
+                                        " (use --retry-failed to rerun failed ones)"))
+    bar = tqdm(total=len(runs), initial=len(results), desc="sweep", disable=not progress,
+               dynamic_ncols=True)
+
+    def update(res: dict) -> None:
+        results[res["id"]] = res
+        counts[res["status"]] += 1
+        counts["running"] -= 1
+        if res["status"] == "failed":
+            on_event(f"failed: {res['path']}: {res.get('error')}")
+        bar.update(1)
+        bar.set_postfix({k: counts[k] for k in ("complete", "running", "failed", "remaining")})
+
+    submit_args = [(to_dict(c), keep_checkpoints, overwrite) for c in todo]
+    if engine == "ray":
+        from .ray_engine import run_on_ray
+
+        run_on_ray(submit_args, address=address, cpus_per_run=cpus_per_run,
+                   gpus_per_run=gpus_per_run, counts=counts, update=update)
+    elif engine == "local":
+        _run_local(submit_args, workers=workers, threads=max(1, int(cpus_per_run)),
+                   counts=counts, update=update, bar=bar)
+    else:
+        raise ConfigError(f"--engine: {engine!r} is not local or ray")
+    bar.close()
+    return {"counts": {k: counts[k] for k in ("complete", "failed")},
+            "results": [results[c.id] for c in runs]}
+
+
+def _run_local(args: list, *, workers: int, threads: int, counts: dict, update: Callable,
+               bar) -> None:
+    import multiprocessing as mp
+
+    if not args:
+        return
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init, initargs=(threads,)) as pool:
+        pending = set()
+        queue = list(args)
+        while queue or pending:
+            while queue and len(pending) < max(1, workers):
+                pending.add(pool.submit(run_one, *queue.pop(0)))
+                counts["running"] += 1
+                counts["remaining"] -= 1
+            bar.set_postfix({k: counts[k] for k in ("complete", "running", "failed", "remaining")})
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                update(fut.result())
