@@ -1,7 +1,8 @@
 """Sweeps: a grid of run configs, executed in local processes or on a Ray cluster.
 
 The grid is strategies x benchmarks x seeds x overrides, on top of a suite's ``base``
-config. Every run's id is the hash of its complete config, so a rerun of a sweep skips
+config. A benchmark entry is a name or a mapping of ``BenchmarkConfig`` fields; a mapping may
+carry its own ``overrides`` (``{train.epochs: 3}``), applied before the grid's. Every run's id is the hash of its complete config, so a rerun of a sweep skips
 what is complete, resumes what was interrupted (from its last checkpoint) and retries
 failed runs only when asked.
 """
@@ -80,7 +81,10 @@ def expand(suite: SweepConfig, *, out: str, sets: Optional[list] = None) -> list
             suite.strategies, suite.benchmarks, suite.seeds, suite.overrides):
         data = copy.deepcopy(suite.base)
         data["strategy"] = copy.deepcopy(strat) if isinstance(strat, dict) else {"name": strat}
+        bench_overrides = {}
         if isinstance(bench, dict):
+            bench = dict(bench)
+            bench_overrides = bench.pop("overrides", None) or {}
             data["benchmark"] = {**_as_dict(data.get("benchmark")), **bench}
         else:
             b = _as_dict(data.get("benchmark"))
@@ -89,7 +93,7 @@ def expand(suite: SweepConfig, *, out: str, sets: Optional[list] = None) -> list
             data["benchmark"] = {**b, "name": bench}
         data["seed"] = seed
         data["out"] = out
-        for key, value in (override or {}).items():
+        for key, value in {**bench_overrides, **(override or {})}.items():
             set_dotted(data, key, value)
         cfg = make_config(data, sets)
         if cfg.id not in seen:
