@@ -2,9 +2,11 @@
 
 The grid is strategies x benchmarks x seeds x overrides, on top of a suite's ``base``
 config. A benchmark entry is a name or a mapping of ``BenchmarkConfig`` fields; a mapping may
-carry its own ``overrides`` (``{train.epochs: 3}``), applied before the grid's. Every run's id is the hash of its complete config, so a rerun of a sweep skips
-what is complete, resumes what was interrupted (from its last checkpoint) and retries
-failed runs only when asked.
+carry its own ``overrides`` (``{train.epochs: 3}``), applied before the grid's.
+
+Every run's id is the hash of its complete config, so a rerun of a sweep skips what is
+complete, resumes what was interrupted (from its last checkpoint) and retries failed runs
+only when asked.
 """
 from __future__ import annotations
 
