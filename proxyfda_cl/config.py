@@ -84,6 +84,8 @@ class EvalConfig:
     batch_size: int = 256
     probe_train_size: Optional[int] = 2000
     probe_test_size: Optional[int] = 1000
+    probe_grid: list = field(default_factory=lambda: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2])
+    probe_tol: float = 1e-4
     distances: bool = True
     otdd_method: str = "auto"
     otdd_max_n: int = 1000
@@ -120,7 +122,7 @@ CHOICES = {
 }
 POSITIVE = {"train.epochs", "train.lr", "train.batch_size", "train.classes_per_batch",
             "train.samples_per_class", "eval.batch_size", "eval.otdd_max_n",
-            "eval.probe_train_size", "eval.probe_test_size", "benchmark.train_size",
+            "eval.probe_train_size", "eval.probe_test_size", "eval.probe_tol", "benchmark.train_size",
             "benchmark.test_size", "benchmark.image_size", "backbone.input_size", "train.grad_clip"}
 NON_NEGATIVE = {"seed", "train.momentum", "train.weight_decay", "train.warmup_steps",
                 "train.num_workers"}

@@ -55,7 +55,8 @@ class Evaluator:
             train_x = self._features(encoder, s.train)
             test_x = self._features(encoder, s.test)
             res = fit_probe(train_x.to(self.device), s.train_targets.to(self.device),
-                            test_x.to(self.device), s.test_targets.to(self.device), seed=self.seed)
+                            test_x.to(self.device), s.test_targets.to(self.device), seed=self.seed,
+                            grid=self.cfg.probe_grid, tol=self.cfg.probe_tol)
             row.append(float(res.accuracy))
             if experience is None:
                 self.reference[name] = test_x

@@ -81,7 +81,16 @@ class EncoderWithHeads(MultiTaskModule):
                                          masking=False)
 
     def forward(self, x: torch.Tensor, task_labels: torch.Tensor) -> torch.Tensor:
-        return self.heads(self.encoder(x), task_labels)
+        feats = self.encoder(x)
+        with _full_precision(feats):
+            return self.heads(feats.float(), task_labels)
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
-        return self.heads.forward_single_task(self.encoder(x), task_label)
+        feats = self.encoder(x)
+        with _full_precision(feats):
+            return self.heads.forward_single_task(feats.float(), task_label)
+
+
+def _full_precision(t: torch.Tensor):
+    """Heads run in fp32 even under autocast (Avalanche's multi-head routing needs one dtype)."""
+    return torch.autocast(t.device.type, enabled=False)

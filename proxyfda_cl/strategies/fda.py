@@ -1,0 +1,221 @@
+"""FDA: feature distribution alignment (METHOD.md "FDA — feature distribution alignment").
+
+The teacher's K-nearest-neighbour graph of the batch is transferred to the student with a
+SigLIP-style sigmoid loss::
+
+    L_FDA^i = 1/(B-1) sum_{j != i} log(1 + exp(w_ij * (-cos(x_i, x_j)/tau + b)))
+
+with ``w_ij = max(s_hat_ij, eps)`` for the K teacher neighbours of ``i`` and a negative weight
+for the others. Computed for the whole batch as one B x B operation.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import StrategyRecipe, register_strategy
+from .teacher import Teacher, TeacherPlugin
+
+NEG_WEIGHTS = ("constant", "similarity")
+Scalar = Union[float, torch.Tensor]
+
+
+def check_batch(batch_size: int, k: int) -> None:
+    """Raise a one-line ``ValueError`` unless ``1 <= k < B-1`` (so every anchor has a
+    non-neighbour) and ``B >= 3``."""
+    if batch_size < 3:
+        raise ValueError(f"FDA needs a batch of at least 3 samples, got {batch_size}; "
+                         "raise train.batch_size or use drop_last")
+    if k < 1 or k >= batch_size - 1:
+        raise ValueError(f"FDA needs 1 <= k < batch size - 1, got k={k} with a batch of "
+                         f"{batch_size}; lower strategy.k or raise train.batch_size")
+
+
+@torch.no_grad()
+def teacher_graph(teacher_feats: torch.Tensor, k: int, *, neg_weight: str = "constant",
+                  eps: float = 1e-6) -> tuple:
+    """The teacher neighbourhood graph (METHOD.md "FDA", steps 1-2).
+
+    Args:
+        teacher_feats: ``[B, D]`` teacher features (any norm).
+        k: neighbours per anchor.
+        neg_weight: ``constant`` (``-1``, ours) or ``similarity`` (``-(1 - s_hat)/2 - eps``).
+        eps: lower clamp of the neighbour weights.
+
+    Returns:
+        ``(order, weights)``, both ``[B, B-1]``: for each anchor ``i`` the other samples, its
+        K neighbours first (by decreasing teacher cosine), and their weights ``w_ij``.
+    """
+    if neg_weight not in NEG_WEIGHTS:
+        raise ValueError(f"neg_weight must be one of {', '.join(NEG_WEIGHTS)}, got {neg_weight!r}")
+    b = teacher_feats.shape[0]
+    check_batch(b, k)
+    t = F.normalize(as_float(teacher_feats.detach()), dim=1)
+    s_hat = t @ t.T
+    s_hat.fill_diagonal_(-math.inf)
+    sims, order = s_hat.sort(dim=1, descending=True)
+    sims, order = sims[:, :-1], order[:, :-1]
+    if neg_weight == "constant":
+        neg = torch.full_like(sims[:, k:], -1.0)
+    else:
+        neg = -(1.0 - sims[:, k:]) / 2 - eps
+    return order, torch.cat([sims[:, :k].clamp(min=eps), neg], dim=1)
+
+
+def as_float(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in at least float32 (half and bfloat16 inputs are promoted)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def sigmoid_terms(weights: torch.Tensor, cos: torch.Tensor, tau: Scalar, bias: Scalar) -> torch.Tensor:
+    """Elementwise ``log(1 + exp(w * (-cos/tau + b)))`` (the SigLIP form of METHOD.md "FDA")."""
+    return F.softplus(weights * (-cos / tau + bias))
+
+
+def fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, k: int = 8, tau: Scalar = 0.1,
+             bias: Scalar = 0.0, *, neg_weight: str = "constant", eps: float = 1e-6) -> torch.Tensor:
+    """Mean over anchors of ``L_FDA^i`` (METHOD.md "FDA").
+
+    Args:
+        feats: ``[B, D]`` student features (normalised here; gradients flow to them).
+        teacher_feats: ``[B, D]`` teacher features (normalised here; no gradient).
+        k: neighbours per anchor, ``1 <= k < B-1``.
+        tau: temperature (a float, or a tensor when learned).
+        bias: SigLIP bias ``b`` (a float, or a tensor when learned).
+        neg_weight: ``constant`` or ``similarity`` (see ``teacher_graph``).
+        eps: lower clamp of the neighbour weights.
+
+    Returns:
+        A scalar tensor.
+    """
+    if feats.shape[0] != teacher_feats.shape[0]:
+        raise ValueError(f"feats and teacher_feats differ in batch size: {feats.shape[0]} vs "
+                         f"{teacher_feats.shape[0]}")
+    order, w = teacher_graph(teacher_feats, k, neg_weight=neg_weight, eps=eps)
+    x = F.normalize(as_float(feats), dim=1)
+    cos = (x @ x.T).gather(1, order)
+    return sigmoid_terms(w, cos, tau, bias).mean()
+
+
+class FDAPlugin(TeacherPlugin):
+    """Adds ``lam * fda_loss(student, teacher)`` to the strategy loss (METHOD.md "FDA").
+
+    With ``learnable_temperature`` the plugin learns ``log(1/tau)`` and ``b`` as SigLIP does,
+    initialised from ``tau`` and ``bias``, with its own Adam optimizer (``temp_lr``) stepped
+    after the strategy's update; Avalanche's optimizer never sees them.
+
+    Args:
+        lam: weight of the FDA term.
+        k: neighbours per anchor.
+        tau, bias: SigLIP temperature and bias (ours: 0.1 and 0).
+        neg_weight: ``constant`` or ``similarity``.
+        eps: lower clamp of neighbour weights.
+        learnable_temperature: learn ``log(1/tau)`` and ``b``.
+        temp_lr: learning rate of the temperature/bias optimizer.
+        encoder_attr: model attribute that holds the encoder.
+        teacher: ``previous`` | ``pretrained`` | a ``Teacher``.
+        teacher_cache_mb: cache teacher features by dataset index (see ``TeacherPlugin``).
+    """
+
+    def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
+                 neg_weight: str = "constant", eps: float = 1e-6,
+                 learnable_temperature: bool = False, temp_lr: float = 1e-3,
+                 encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
+                 teacher_cache_mb: float = 0.0) -> None:
+        _check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight)
+        super().__init__(teacher=teacher, encoder_attr=encoder_attr,
+                         teacher_cache_mb=teacher_cache_mb)
+        self.lam, self.k, self.neg_weight, self.eps = lam, k, neg_weight, eps
+        self.temperature = SigmoidTemperature(tau, bias, learnable=learnable_temperature, lr=temp_lr)
+        self.last_loss = None
+
+    def before_backward(self, strategy, **kwargs):
+        k = batch_k(self, self.k) if self.lam else None
+        if k is None:
+            return
+        teacher_feats, _ = self.teacher_outputs()
+        tau, bias = self.temperature.values(strategy.device)
+        reg = fda_loss(self.student_features(), teacher_feats, k, tau, bias,
+                       neg_weight=self.neg_weight, eps=self.eps)
+        self.last_loss = reg.detach()
+        strategy.loss = strategy.loss + self.lam * reg
+
+    def after_update(self, strategy, **kwargs):
+        self.temperature.step()
+
+
+class SigmoidTemperature(nn.Module):
+    """``tau`` and ``b`` of the sigmoid loss, fixed or learned as SigLIP does (``log(1/tau)``, ``b``).
+
+    Learned values live on the CPU with their own Adam optimizer; ``values`` moves them to the
+    loss's device (gradients flow back through the copy).
+    """
+
+    def __init__(self, tau: float, bias: float, *, learnable: bool = False, lr: float = 1e-3) -> None:
+        super().__init__()
+        self.tau, self.bias, self.learnable = float(tau), float(bias), learnable
+        self.optimizer = None
+        if learnable:
+            self.log_inv_tau = nn.Parameter(torch.tensor(math.log(1.0 / tau)))
+            self.b = nn.Parameter(torch.tensor(float(bias)))
+            self.optimizer = torch.optim.Adam([self.log_inv_tau, self.b], lr=lr)
+
+    def values(self, device=None) -> tuple:
+        """``(tau, b)``: floats when fixed, tensors with gradients when learned."""
+        if not self.learnable:
+            return self.tau, self.bias
+        return torch.exp(-self.log_inv_tau).to(device), self.b.to(device)
+
+    def step(self) -> None:
+        """One optimizer step on the learned values (no-op when fixed or without gradients)."""
+        if self.optimizer is not None and self.log_inv_tau.grad is not None:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+
+def batch_k(plugin: TeacherPlugin, k: int) -> Optional[int]:
+    """The neighbour count for the current minibatch (ours: METHOD.md assumes ``B >= k + 2``).
+
+    ``k`` when the batch allows it; ``B - 2`` for a smaller batch (an experience with few
+    classes, a last partial batch); ``None`` (skip the term) below 3 samples. Warns once per
+    experience when it departs from ``k``.
+    """
+    b = plugin.student_features().shape[0]
+    if b >= k + 2:
+        return k
+    if b < 3:
+        plugin.warn_once(f"{type(plugin).__name__}: skipped minibatches of {b} samples (FDA needs 3)")
+        return None
+    plugin.warn_once(f"{type(plugin).__name__}: k={k} lowered to {b - 2} for minibatches of {b} "
+                     f"samples (k must be < B - 1)")
+    return b - 2
+
+
+def _check_common(*, lam: float, k: int, tau: float, neg_weight: str) -> None:
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0, got {lam}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if neg_weight not in NEG_WEIGHTS:
+        raise ValueError(f"neg_weight must be one of {', '.join(NEG_WEIGHTS)}, got {neg_weight!r}")
+
+
+@register_strategy("fda")
+def fda(*, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
+        neg_weight: str = "constant", learnable_temperature: bool = False,
+        teacher: str = "previous", teacher_cache_mb: float = 256.0) -> StrategyRecipe:
+    """FDA on hard-mined class-balanced batches (METHOD.md "FDA").
+
+    The suite's inputs are deterministic, so teacher features are cached by dataset index
+    (``teacher_cache_mb``; 0 turns the cache off).
+    """
+    plugin = FDAPlugin(lam=lam, k=k, tau=tau, bias=bias, neg_weight=neg_weight,
+                       learnable_temperature=learnable_temperature, teacher=teacher,
+                       teacher_cache_mb=teacher_cache_mb)
+    return StrategyRecipe(plugins=[plugin], sampler="hard")

@@ -1,0 +1,249 @@
+"""Proxy-FDA: FDA extended with generated proxy features (METHOD.md "Proxy-FDA").
+
+For each anchor ``i`` the teacher graph splits the rest of the batch into neighbours ``X_i^+``
+(K) and non-neighbours ``X_i^-`` (B-1-K). A small ``ProxyGenerator`` pools each set into
+proxies ``P = A X`` with estimated teacher weights ``w^p = A w`` (adaptive pooling), and FDA
+runs over the extended sets ``[X_i^+, P_i^+]``, ``[X_i^-, P_i^-]``.
+
+Choices that are ours (METHOD.md leaves them open):
+
+- normalisation: ``L^i = 1/(B-1+n_pos+n_neg) sum_{j in extended set} softplus(...)``, i.e. the
+  ``1/(B-1)`` of FDA becomes one over the size of the extended set (it reduces to FDA with no
+  proxies);
+- generator input: per set element, a fixed random projection of its feature to 32 dims (a
+  buffer, not a parameter), its student cosine to the anchor and its teacher weight;
+- contrastive proxy term: ``mean_{p, j in own set} softplus(-cos(p, x_j)/tau + b) +
+  mean_{p, j in other set} softplus(cos(p, x_j)/tau - b)`` (SigLIP form with labels +1 / -1,
+  the two sets weighted equally);
+- variance term: ``mean_d relu(gamma - sqrt(Var_p(p_d) + 1e-4 gamma^2))`` over the L2-normalised
+  proxies of one set, with ``gamma = gamma_scale / sqrt(D)``: unit vectors spread uniformly on the
+  sphere have a per-dimension std of ``1/sqrt(D)``, so the hinge asks a set's proxies to be
+  spread that much (VICReg's ``gamma = 1`` assumes unnormalised, unit-variance features).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .fda import (SigmoidTemperature, _check_common, as_float, batch_k, sigmoid_terms,
+                  teacher_graph)
+from .registry import StrategyRecipe, register_strategy
+from .teacher import Teacher, TeacherPlugin
+
+
+class ProxyGenerator(nn.Module):
+    """Adaptive pooling of a feature set into proxies: 1 attention layer + 2 conv layers.
+
+    ``forward`` maps sets ``[N, n, D]`` to pooling weights ``A`` ``[N, n_p, n]`` (softmax over
+    the set). It reads a fixed random projection of the features, so its size does not grow
+    with D (about 19.5K parameters with the defaults).
+
+    Args:
+        feature_dim: D.
+        n_pos: proxies per neighbour set.
+        n_neg: proxies per non-neighbour set.
+        proj_dim: size of the fixed random projection.
+        hidden: channels of the conv and attention layers.
+        heads: attention heads.
+        seed: seed of the projection and of the initial weights (the global RNG is untouched).
+    """
+
+    def __init__(self, feature_dim: int, *, n_pos: int = 4, n_neg: int = 4, proj_dim: int = 32,
+                 hidden: int = 64, heads: int = 4, seed: int = 0) -> None:
+        super().__init__()
+        if n_pos < 1 or n_neg < 1:
+            raise ValueError(f"n_pos and n_neg must be >= 1, got {n_pos} and {n_neg}")
+        self.feature_dim, self.n_pos, self.n_neg = int(feature_dim), n_pos, n_neg
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("projection", torch.randn(feature_dim, proj_dim, generator=g))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.conv_in = nn.Conv1d(proj_dim + 2, hidden, 1)
+            self.attn = nn.MultiheadAttention(hidden, heads, batch_first=True)
+            self.norm = nn.LayerNorm(hidden)
+            self.conv_out = nn.Conv1d(hidden, n_pos + n_neg, 1)
+
+    def logits(self, sets: torch.Tensor, anchor_sim: torch.Tensor, weights: torch.Tensor, *,
+               positive: bool) -> torch.Tensor:
+        """Pooling logits ``[N, n_p, n]`` for sets ``[N, n, D]`` given each element's cosine to
+        its anchor and teacher weight (``[N, n]`` each)."""
+        tokens = torch.cat([sets @ self.projection, anchor_sim.unsqueeze(-1),
+                            weights.unsqueeze(-1)], dim=-1)
+        h = F.gelu(self.conv_in(tokens.transpose(1, 2))).transpose(1, 2)
+        h = self.norm(h + self.attn(h, h, h, need_weights=False)[0])
+        out = self.conv_out(h.transpose(1, 2))
+        return out[:, :self.n_pos] if positive else out[:, self.n_pos:]
+
+    def forward(self, sets: torch.Tensor, anchor_sim: torch.Tensor, weights: torch.Tensor, *,
+                positive: bool) -> torch.Tensor:
+        """Pooling weights ``A = softmax(logits)`` over the set, ``[N, n_p, n]``."""
+        return self.logits(sets, anchor_sim, weights, positive=positive).softmax(dim=-1)
+
+
+class ProxyFDAOutput(NamedTuple):
+    """``fda``: the Proxy-FDA term (gradients to the student features only); ``proxy``:
+    ``L_proxy`` (gradients to the generator only)."""
+
+    fda: torch.Tensor
+    proxy: torch.Tensor
+
+
+def _contrastive(p: torch.Tensor, own: torch.Tensor, other: torch.Tensor, tau, bias) -> torch.Tensor:
+    c_own = torch.einsum("bpd,bkd->bpk", p, own)
+    c_other = torch.einsum("bpd,bkd->bpk", p, other)
+    return sigmoid_terms(1.0, c_own, tau, bias).mean() + sigmoid_terms(-1.0, c_other, tau, bias).mean()
+
+
+def variance_hinge(proxies: torch.Tensor, gamma: float) -> torch.Tensor:
+    """VICReg-style ``mean relu(gamma - std)`` of ``[N, n_p, D]`` proxies over each set's n_p
+    proxies (0 when ``n_p < 2``)."""
+    if proxies.shape[1] < 2:
+        return proxies.new_zeros(())
+    std = (proxies.var(dim=1) + 1e-4 * gamma ** 2).sqrt()
+    return F.relu(gamma - std).mean()
+
+
+def proxy_fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, generator: ProxyGenerator,
+                   k: int = 8, tau=0.1, bias=0.0, *, alpha: float = 1.0, gamma_scale: float = 1.0,
+                   neg_weight: str = "constant", eps: float = 1e-6) -> ProxyFDAOutput:
+    """The Proxy-FDA term and the generator's ``L_proxy`` (METHOD.md "Proxy-FDA").
+
+    Vectorised over anchors; the generator runs once on detached features: its pooling weights
+    enter the FDA term detached, and ``L_proxy`` sees only detached features.
+
+    Args:
+        feats: ``[B, D]`` student features.
+        teacher_feats: ``[B, D]`` teacher features (no gradient).
+        generator: the proxy generator.
+        k, tau, bias, neg_weight, eps: as in ``fda_loss``.
+        alpha: weight of the variance term in ``L_proxy``.
+        gamma_scale: variance target ``gamma = gamma_scale / sqrt(D)`` (ours).
+
+    Returns:
+        ``ProxyFDAOutput(fda, proxy)``, both scalars.
+    """
+    order, w = teacher_graph(teacher_feats, k, neg_weight=neg_weight, eps=eps)
+    x = F.normalize(as_float(feats), dim=1)
+    s = (x @ x.T).gather(1, order)
+    pos, neg = order[:, :k], order[:, k:]
+    xd, sd = x.detach(), s.detach()
+    xp, xn = xd[pos], xd[neg]
+    g = generator.projection.dtype
+    a_pos = generator(xp.to(g), sd[:, :k].to(g), w[:, :k].to(g), positive=True).to(x.dtype)
+    a_neg = generator(xn.to(g), sd[:, k:].to(g), w[:, k:].to(g), positive=False).to(x.dtype)
+
+    # Proxies P = A X as one dense [B, n_p, B] pooling matrix (A detached) times the batch.
+    ap, an = a_pos.detach(), a_neg.detach()
+    n_pos, b = ap.shape[1], x.shape[0]
+    pool = x.new_zeros(b, n_pos + an.shape[1], b)
+    pool[:, :n_pos].scatter_(2, pos[:, None, :].expand(-1, n_pos, -1), ap)
+    pool[:, n_pos:].scatter_(2, neg[:, None, :].expand(-1, an.shape[1], -1), an)
+    cos_p = torch.einsum("bd,bpd->bp", x, F.normalize(pool @ x, dim=-1))
+    w_p = torch.cat([torch.einsum("bpk,bk->bp", ap, w[:, :k]),
+                     torch.einsum("bpk,bk->bp", an, w[:, k:])], 1)
+    fda = sigmoid_terms(torch.cat([w, w_p], 1), torch.cat([s, cos_p], 1), tau, bias).mean()
+
+    tau_d = tau.detach() if torch.is_tensor(tau) else tau
+    bias_d = bias.detach() if torch.is_tensor(bias) else bias
+    gamma = gamma_scale / math.sqrt(x.shape[1])
+    p_pos = F.normalize(torch.einsum("bpk,bkd->bpd", a_pos, xp), dim=-1)
+    p_neg = F.normalize(torch.einsum("bpk,bkd->bpd", a_neg, xn), dim=-1)
+    proxy = (_contrastive(p_pos, xp, xn, tau_d, bias_d) + alpha * variance_hinge(p_pos, gamma)
+             + _contrastive(p_neg, xn, xp, tau_d, bias_d) + alpha * variance_hinge(p_neg, gamma))
+    return ProxyFDAOutput(fda, proxy)
+
+
+class ProxyFDAPlugin(TeacherPlugin):
+    """Adds ``lam * Proxy-FDA`` to the strategy loss and trains the proxy generator.
+
+    The generator (built at the first minibatch, when D is known, on the features' device) is
+    trained only by ``L_proxy`` with its own Adam optimizer (``gen_lr``), stepped inside
+    ``before_backward``; Avalanche's optimizer never sees it, so its rebuilds between
+    experiences do not drop it.
+
+    Args:
+        lam: weight of the Proxy-FDA term.
+        k, tau, bias, neg_weight, eps: as in ``FDAPlugin``.
+        n_pos, n_neg: proxies per neighbour / non-neighbour set.
+        alpha: weight of the variance term of ``L_proxy``.
+        gen_lr: learning rate of the generator's optimizer.
+        gamma_scale: variance target ``gamma = gamma_scale / sqrt(D)`` (ours).
+        learnable_temperature, temp_lr: as in ``FDAPlugin``.
+        seed: seed of the generator's projection and initial weights.
+        encoder_attr: model attribute that holds the encoder.
+        teacher: ``previous`` | ``pretrained`` | a ``Teacher``.
+        teacher_cache_mb: cache teacher features by dataset index (see ``TeacherPlugin``).
+    """
+
+    def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
+                 n_pos: int = 4, n_neg: int = 4, alpha: float = 1.0, gen_lr: float = 1e-3,
+                 gamma_scale: float = 1.0, neg_weight: str = "constant", eps: float = 1e-6,
+                 learnable_temperature: bool = False, temp_lr: float = 1e-3, seed: int = 0,
+                 encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
+                 teacher_cache_mb: float = 0.0) -> None:
+        _check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight)
+        if n_pos < 1 or n_neg < 1 or alpha < 0 or gen_lr <= 0 or gamma_scale < 0:
+            raise ValueError("n_pos and n_neg must be >= 1, alpha and gamma_scale >= 0, gen_lr > 0")
+        super().__init__(teacher=teacher, encoder_attr=encoder_attr,
+                         teacher_cache_mb=teacher_cache_mb)
+        self.lam, self.k, self.neg_weight, self.eps = lam, k, neg_weight, eps
+        self.n_pos, self.n_neg, self.alpha, self.gamma_scale = n_pos, n_neg, alpha, gamma_scale
+        self.gen_lr, self.seed = gen_lr, seed
+        self.temperature = SigmoidTemperature(tau, bias, learnable=learnable_temperature, lr=temp_lr)
+        self.generator: Optional[ProxyGenerator] = None
+        self.gen_optimizer: Optional[torch.optim.Optimizer] = None
+        self.last_loss = self.last_proxy_loss = None
+
+    def _ensure_generator(self, feats: torch.Tensor) -> ProxyGenerator:
+        if self.generator is None:
+            self.generator = ProxyGenerator(feats.shape[1], n_pos=self.n_pos, n_neg=self.n_neg,
+                                            seed=self.seed).to(feats.device)
+            self.gen_optimizer = torch.optim.Adam(self.generator.parameters(), lr=self.gen_lr)
+        elif self.generator.projection.device != feats.device:
+            self.generator.to(feats.device)
+            for state in self.gen_optimizer.state.values():
+                for key, v in state.items():
+                    if torch.is_tensor(v) and key != "step":
+                        state[key] = v.to(feats.device)
+        return self.generator
+
+    def before_backward(self, strategy, **kwargs):
+        k = batch_k(self, self.k) if self.lam else None
+        if k is None:
+            return
+        teacher_feats, _ = self.teacher_outputs()
+        feats = self.student_features()
+        gen = self._ensure_generator(feats)
+        tau, bias = self.temperature.values(strategy.device)
+        out = proxy_fda_loss(feats, teacher_feats, gen, k, tau, bias, alpha=self.alpha,
+                             gamma_scale=self.gamma_scale, neg_weight=self.neg_weight, eps=self.eps)
+        strategy.loss = strategy.loss + self.lam * out.fda
+        self.gen_optimizer.zero_grad(set_to_none=True)
+        out.proxy.backward()
+        self.gen_optimizer.step()
+        self.gen_optimizer.zero_grad(set_to_none=True)
+        self.last_loss, self.last_proxy_loss = out.fda.detach(), out.proxy.detach()
+
+    def after_update(self, strategy, **kwargs):
+        self.temperature.step()
+
+
+@register_strategy("proxy_fda")
+def proxy_fda(*, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
+              n_pos: int = 4, n_neg: int = 4, alpha: float = 1.0, gen_lr: float = 1e-3,
+              gamma_scale: float = 1.0, neg_weight: str = "constant",
+              learnable_temperature: bool = False, teacher: str = "previous",
+              teacher_cache_mb: float = 256.0) -> StrategyRecipe:
+    """Proxy-FDA on hard-mined class-balanced batches (METHOD.md "Proxy-FDA").
+
+    Teacher features are cached by dataset index as in the ``fda`` recipe.
+    """
+    plugin = ProxyFDAPlugin(lam=lam, k=k, tau=tau, bias=bias, n_pos=n_pos, n_neg=n_neg, alpha=alpha,
+                            gen_lr=gen_lr, gamma_scale=gamma_scale, neg_weight=neg_weight,
+                            learnable_temperature=learnable_temperature, teacher=teacher,
+                            teacher_cache_mb=teacher_cache_mb)
+    return StrategyRecipe(plugins=[plugin], sampler="hard")

@@ -1,0 +1,323 @@
+"""The frozen teacher ``f0`` (METHOD.md "Notation") and the plugin base that reads features.
+
+``Teacher`` holds a frozen copy of the encoder: with ``mode="previous"`` it is re-taken at the
+start of every experience (the frozen previous-task model); with ``mode="pretrained"`` it is
+taken once, at the first experience, and kept. Plugins of one strategy that ask for the same
+mode and encoder share one ``Teacher`` (and so one snapshot and one teacher forward per
+minibatch); a ``Teacher`` instance can also be passed to several plugins explicitly.
+
+``TeacherPlugin`` captures the student encoder's inputs and output with a forward hook during
+the strategy's training forward pass (no second student forward) and runs the teacher on the
+same inputs under ``torch.no_grad`` and the autocast state the student ran under.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+import weakref
+from collections import OrderedDict
+from typing import Optional, Sequence, Union
+
+import torch
+from avalanche.core import SupervisedPlugin
+from torch import nn
+
+TEACHER_MODES = ("previous", "pretrained")
+
+_SHARED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def get_encoder(model: nn.Module, encoder_attr: str) -> nn.Module:
+    """The submodule ``model.<encoder_attr>`` (e.g. ``feature_extractor`` for Avalanche's
+    ``FeatureExtractorModel``)."""
+    enc = getattr(model, encoder_attr, None)
+    if not isinstance(enc, nn.Module):
+        raise AttributeError(f"encoder_attr: the model ({type(model).__name__}) has no module "
+                             f"attribute {encoder_attr!r}; pass the name of its encoder")
+    return enc
+
+
+def as_features(output) -> torch.Tensor:
+    """An encoder output as ``[B, D]``: the first element of a tuple, more than 2 dims flattened."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"expected the encoder to return a tensor, got {type(output).__name__}")
+    return output.flatten(1) if output.dim() > 2 else output
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` in eval mode with ``requires_grad=False`` and no forward hooks."""
+    saved = [(m, m._forward_hooks, m._forward_pre_hooks) for m in module.modules()]
+    for m, _, _ in saved:
+        m._forward_hooks, m._forward_pre_hooks = OrderedDict(), OrderedDict()
+    try:
+        twin = copy.deepcopy(module)
+    finally:
+        for m, fwd, pre in saved:
+            m._forward_hooks, m._forward_pre_hooks = fwd, pre
+    twin.eval()
+    twin.requires_grad_(False)
+    return twin
+
+
+def _autocast_state(t: torch.Tensor) -> tuple:
+    dev = t.device.type
+    return dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)
+
+
+class Teacher:
+    """The frozen teacher encoder ``f0`` shared by the plugins of one strategy.
+
+    Teacher features of one experience can be cached by dataset index (``cache_mb`` > 0 and
+    no intermediate layers requested): a sample's features are computed once, the first time
+    it is seen, and reused in later epochs; only the samples of a minibatch not seen yet go
+    through the teacher. This is valid only when the training inputs are deterministic (no
+    random augmentation), as with the suite's transforms. The cache lives on the features'
+    device and is dropped when it would exceed ``cache_mb`` MiB.
+
+    Args:
+        mode: ``previous`` (snapshot at the start of every experience) or ``pretrained``
+            (snapshot at the first experience, kept).
+        encoder_attr: attribute of the strategy's model that holds the encoder.
+        cache_mb: memory bound of the per-experience feature cache (0: no cache).
+    """
+
+    def __init__(self, *, mode: str = "previous", encoder_attr: str = "encoder",
+                 cache_mb: float = 0.0) -> None:
+        if mode not in TEACHER_MODES:
+            raise ValueError(f"teacher must be one of {', '.join(TEACHER_MODES)}, got {mode!r}")
+        self.mode = mode
+        self.encoder_attr = encoder_attr
+        self.cache_mb = float(cache_mb)
+        self.module: Optional[nn.Module] = None
+        self.layers: set = set()
+        self._key = None
+        self._cache = None
+        self._store: Optional[dict] = None
+
+    def snapshot(self, strategy) -> nn.Module:
+        """Freeze a copy of the strategy's encoder; idempotent within one experience."""
+        key = (id(strategy), strategy.clock.train_exp_counter)
+        if self.module is None or (self.mode == "previous" and key != self._key):
+            self.module = None
+            self.module = frozen_copy(get_encoder(strategy.model, self.encoder_attr))
+            self._key, self._cache, self._store = key, None, None
+        return self.module
+
+    def _run(self, args: tuple, kwargs: dict, amp: tuple) -> tuple:
+        x = args[0] if args else next(iter(kwargs.values()))
+        ref = next(self.module.parameters(), None)
+        if ref is not None and ref.device != x.device:
+            self.module.to(x.device)
+        mods = dict(self.module.named_modules())
+        layers: dict = {}
+        handles = [mods[n].register_forward_hook(
+            lambda m, i, o, n=n: layers.__setitem__(n, o[0] if isinstance(o, tuple) else o))
+            for n in self.layers]
+        try:
+            with torch.autocast(amp[0], dtype=amp[2], enabled=amp[1]):
+                feats = as_features(self.module(*args, **kwargs))
+        finally:
+            for h in handles:
+                h.remove()
+        return feats, layers
+
+    def _cached_run(self, args: tuple, kwargs: dict, amp: tuple, indices: torch.Tensor,
+                    size: int, key) -> torch.Tensor:
+        st = self._store
+        if st is None or st["key"] != key:
+            feats = self._run(args, kwargs, amp)[0]
+            fits = size * feats.shape[1] * feats.element_size() <= self.cache_mb * 2 ** 20
+            self._store = {"key": key, "feats": feats.new_zeros(size, feats.shape[1]) if fits else None,
+                           "filled": torch.zeros(size, dtype=torch.bool, device=feats.device)}
+            if fits:
+                idx = indices.to(feats.device)
+                self._store["feats"][idx], self._store["filled"][idx] = feats, True
+            return feats
+        if st["feats"] is None:  # over the memory bound for this experience
+            return self._run(args, kwargs, amp)[0]
+        x, idx = args[0], indices.to(st["feats"].device)
+        miss = ~st["filled"][idx]
+        if miss.any():
+            sub = self._run((x[miss.to(x.device)],) + tuple(args[1:]), kwargs, amp)[0]
+            st["feats"][idx[miss]], st["filled"][idx[miss]] = sub.to(st["feats"].dtype), True
+        return st["feats"][idx].to(x.device)
+
+    @torch.no_grad()
+    def forward(self, args: tuple, kwargs: dict, amp: tuple, *,
+                indices: Optional[torch.Tensor] = None, size: int = 0, key=None) -> tuple:
+        """Teacher features for the student's encoder inputs.
+
+        Args:
+            args, kwargs: the inputs the student encoder was called with.
+            amp: ``(device_type, enabled, dtype)`` autocast state of the student forward.
+            indices: dataset indices of the minibatch's samples, to use the feature cache.
+            size: dataset size (cache rows).
+            key: identifies the experience the indices refer to.
+
+        Returns:
+            ``(features [B, D], {layer name: output})`` for every name in ``self.layers``;
+            the result for the same (unmodified) input tensor is reused.
+        """
+        if self.module is None:
+            raise RuntimeError("the teacher has no snapshot yet (before_training_exp not run)")
+        x = args[0] if args else next(iter(kwargs.values()))
+        c = self._cache
+        if (c is not None and c[0] is x and c[1] == x._version and c[2] == amp
+                and self.layers <= c[4].keys()):
+            return c[3], c[4]
+        cacheable = (self.cache_mb > 0 and not self.layers and args and indices is not None
+                     and size > 0 and len(indices) == len(x))
+        if cacheable:
+            feats, layers = self._cached_run(args, kwargs, amp, indices, size, key), {}
+        else:
+            feats, layers = self._run(args, kwargs, amp)
+        self._cache = (x, x._version, amp, feats, layers)
+        return feats, layers
+
+
+def shared_teacher(strategy, mode: str, encoder_attr: str,
+                   current: Optional[Teacher] = None) -> Teacher:
+    """The ``Teacher`` for (strategy, mode, encoder) shared by all plugins that ask for it.
+
+    ``current``, the teacher a plugin already holds (e.g. restored from a checkpoint), becomes
+    the shared one when the strategy has none yet, so a ``pretrained`` teacher survives.
+    """
+    table = _SHARED.setdefault(strategy, {})
+    key = (mode, encoder_attr)
+    if key not in table:
+        table[key] = current or Teacher(mode=mode, encoder_attr=encoder_attr)
+    return table[key]
+
+
+class TeacherPlugin(SupervisedPlugin):
+    """Base of the plugins that compare the student encoder with the frozen teacher.
+
+    Args:
+        teacher: ``previous`` | ``pretrained`` (shared per strategy) or a ``Teacher`` instance.
+        encoder_attr: attribute of the model that holds the encoder.
+        tap: capture the student encoder's inputs and output with a forward hook.
+        teacher_cache_mb: memory bound of the teacher's per-experience feature cache, used
+            when the batch sampler reports dataset indices (0: always run the teacher; only
+            for deterministic inputs, see ``Teacher``).
+    """
+
+    def __init__(self, *, teacher: Union[str, Teacher] = "previous", encoder_attr: str = "encoder",
+                 tap: bool = True, teacher_cache_mb: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(teacher, Teacher) and teacher not in TEACHER_MODES:
+            raise ValueError(f"teacher must be one of {', '.join(TEACHER_MODES)} or a Teacher, "
+                             f"got {teacher!r}")
+        self._teacher_spec = teacher
+        self._shared: Optional[Teacher] = teacher if isinstance(teacher, Teacher) else None
+        self.encoder_attr = encoder_attr
+        self._tap = tap
+        self.teacher_cache_mb = float(teacher_cache_mb)
+        self._handles: list = []
+        self._capturing = False
+        self._warned: set = set()
+        self._clear()
+
+    @property
+    def teacher(self) -> Optional[nn.Module]:
+        """The frozen teacher encoder (eval mode, no gradients), once an experience started."""
+        return self._shared.module if self._shared is not None else None
+
+    def layer_names(self, encoder: nn.Module) -> Sequence[str]:
+        """Names of encoder submodules whose outputs the plugin compares (none by default)."""
+        return ()
+
+    def _clear(self) -> None:
+        self._inputs = None
+        self._out = None
+        self._layers: dict = {}
+        self._amp = None
+        self._batch: dict = {}
+
+    def warn_once(self, message: str) -> None:
+        """Warn with ``message`` once per experience."""
+        if message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(message, stacklevel=3)
+
+    def before_training_exp(self, strategy, **kwargs):
+        self._warned: set = set()
+        if not isinstance(self._teacher_spec, Teacher):
+            self._shared = shared_teacher(strategy, self._teacher_spec, self.encoder_attr,
+                                          self._shared)
+        self._shared.snapshot(strategy)
+        self._shared.cache_mb = max(self._shared.cache_mb, self.teacher_cache_mb)
+        self._remove_hooks()
+        if not self._tap:
+            return
+        encoder = get_encoder(strategy.model, self.encoder_attr)
+        names = list(self.layer_names(encoder))
+        mods = dict(encoder.named_modules())
+        missing = [n for n in names if n not in mods]
+        if missing:
+            raise ValueError(f"{type(self).__name__}: the encoder has no submodule {missing[0]!r}")
+        self._shared.layers.update(names)
+        self._handles.append(encoder.register_forward_hook(self._hook(encoder, None), with_kwargs=True))
+        for n in names:
+            self._handles.append(mods[n].register_forward_hook(self._hook(mods[n], n), with_kwargs=True))
+
+    def _hook(self, target: nn.Module, name: Optional[str]):
+        """A forward hook that records ``target``'s call while capturing.
+
+        It is a plain function (copied as is by ``copy.deepcopy``, unlike a bound method that
+        would drag the plugin along) and ignores calls of any other module, such as a deep
+        copy of the model made by another plugin.
+        """
+        ref = weakref.ref(target)
+
+        def hook(module, args, kwargs, output):
+            if not self._capturing or module is not ref():
+                return
+            if name is None:
+                self._inputs, self._out = (args, kwargs), output
+                self._amp = _autocast_state(as_features(output))
+            else:
+                self._layers[name] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    def before_forward(self, strategy, **kwargs):
+        self._clear()
+        self._capturing = True
+        if self._shared is not None and self._shared.cache_mb > 0:
+            from ..benchmarks.sampler import current_batch_indices
+
+            self._batch = {"indices": current_batch_indices(strategy),
+                           "size": len(strategy.adapted_dataset),
+                           "key": (id(strategy), strategy.clock.train_exp_counter)}
+
+    def after_forward(self, strategy, **kwargs):
+        self._capturing = False
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self._clear()
+
+    def after_training_exp(self, strategy, **kwargs):
+        self._remove_hooks()
+        self._clear()
+
+    def _remove_hooks(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def student_features(self) -> torch.Tensor:
+        """The student encoder output for the current minibatch, ``[B, D]``, with gradients."""
+        if self._out is None:
+            raise RuntimeError(f"{type(self).__name__}: the encoder (model.{self.encoder_attr}) was "
+                               "not called during the forward pass; set encoder_attr")
+        return as_features(self._out)
+
+    def student_layers(self) -> dict:
+        """Captured student outputs of ``layer_names`` for the current minibatch."""
+        return self._layers
+
+    def teacher_outputs(self) -> tuple:
+        """``(teacher features [B, D], {layer: output})`` for the current minibatch, no grad."""
+        self.student_features()
+        return self._shared.forward(*self._inputs, self._amp, **self._batch)
