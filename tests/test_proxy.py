@@ -122,3 +122,18 @@ def test_one_proxy_per_set_has_no_variance_term_and_matches_reference():
     ref_fda, ref_proxy = reference_proxy_fda(x, x, gen, 2, 1.0, 0.0, 1.0, 1.0)
     torch.testing.assert_close(out.fda, ref_fda)
     torch.testing.assert_close(out.proxy, ref_proxy)
+
+
+def test_pool_both_equals_each_set_alone():
+    """The fused, masked pass gives exactly the pooling weights of two separate passes."""
+    torch.manual_seed(3)
+    gen = ProxyGenerator(24, n_pos=3, n_neg=5)
+    rows = F.normalize(torch.randn(7, 11, 24), dim=-1)
+    sim, w = torch.rand(7, 11), torch.rand(7, 11)
+    k = 4
+    a_pos, a_neg = gen.pool_both(rows, sim, w, k)
+    ref_pos = gen(rows[:, :k], sim[:, :k], w[:, :k], positive=True)
+    ref_neg = gen(rows[:, k:], sim[:, k:], w[:, k:], positive=False)
+    torch.testing.assert_close(a_pos, ref_pos, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a_neg, ref_neg, rtol=1e-5, atol=1e-6)
+    assert a_pos.shape == (7, 3, k) and a_neg.shape == (7, 5, 11 - k)

@@ -33,11 +33,12 @@ ATTRIBUTES = {"shape": SHAPES, "colour": COLOURS, "texture": TEXTURES, "backgrou
 class WorldParams:
     """Difficulty knobs of the concept world (defaults are the calibrated ones)."""
 
-    hue_jitter_deg: float = 14.0
+    hue_jitter_deg: float = 16.0
     pixel_noise: float = 0.10
-    min_radius: float = 0.20
-    max_radius: float = 0.36
-    max_rotation_deg: float = 25.0
+    min_radius: float = 0.24
+    max_radius: float = 0.38
+    max_rotation_deg: float = 20.0
+    texture_contrast: float = 0.33
 
 
 class TensorImageDataset(Dataset):
@@ -109,7 +110,9 @@ def generate(n: int, *, seed: int = 0, size: int = 32, params: WorldParams = Wor
         (((fx - 0.5) ** 2 + (fy - 0.5) ** 2) < 0.09).float(),              # dots
     ], dim=1)
     pattern = patterns[torch.arange(n), texture]
-    shade = torch.where(texture[:, None, None] == 0, torch.ones_like(pattern), 0.3 + 0.7 * pattern)
+    contrast = params.texture_contrast
+    shade = torch.where(texture[:, None, None] == 0, torch.ones_like(pattern),
+                        1.0 - contrast + contrast * pattern)
 
     hue = colour.float() * 60.0 + torch.randn(n, generator=g) * params.hue_jitter_deg
     fg = _hsv_to_rgb(hue, 0.65 + 0.35 * rand(n), 0.7 + 0.3 * rand(n))    # [n, 3]
