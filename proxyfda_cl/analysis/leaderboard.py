@@ -34,7 +34,11 @@ def is_number(v: Any) -> bool:
 
 
 def record_key(rec: dict) -> tuple[str, str]:
-    """``(benchmark name, strategy name)`` of a record; ``ValueError`` when missing."""
+    """``(benchmark name, strategy label)`` of a record; ``ValueError`` when missing.
+
+    The label is the strategy name, followed by its hyper-parameters that differ from the
+    registered defaults (``fda(k=16)``), so runs of different settings are not merged.
+    """
     cfg = rec.get("config")
     if not isinstance(cfg, dict):
         raise ValueError("config missing or not a mapping")
@@ -45,7 +49,20 @@ def record_key(rec: dict) -> tuple[str, str]:
         if not isinstance(v, str) or not v:
             raise ValueError(f"config.{field}.name missing or not a string")
         names.append(v)
-    return names[0], names[1]
+    return names[0], strategy_label(cfg["strategy"]) if isinstance(cfg["strategy"], dict) else names[1]
+
+
+def strategy_label(strategy: dict) -> str:
+    """``name`` or ``name(key=value, ...)`` for the hyper-parameters not at their default."""
+    from ..strategies import STRATEGIES, strategy_defaults
+
+    name = strategy.get("name")
+    defaults = strategy_defaults(name) if name in STRATEGIES else {}
+    changed = {k: v for k, v in strategy.items()
+               if k != "name" and (k not in defaults or defaults[k] != v)}
+    if not changed:
+        return name
+    return f"{name}(" + ", ".join(f"{k}={changed[k]}" for k in sorted(changed)) + ")"
 
 
 def describe(rec: Any) -> str:
