@@ -74,6 +74,10 @@ class AutocastPlugin(SupervisedPlugin):
             self._ctx.__exit__(None, None, None)
             self._ctx = None
 
+    def close(self) -> None:
+        """Leave autocast if a forward pass raised inside it (call from a ``finally``)."""
+        self._exit()
+
     def before_forward(self, strategy, **kwargs):
         self._enter()
 

@@ -41,8 +41,7 @@ BENCHMARKS.register("split-cifar100")({
     "experiences": [f"cifar100[{i}:{i + 10}]" for i in range(0, 100, 10)],
     "probes": [],
 })
-PAPER_DATASETS = ["stanford_cars", "cifar10", "cifar100", "dtd", "eurosat", "gtsrb", "mnist",
-                  "imagefolder:{root}/resisc45", "svhn", "imagefolder:{root}/imagenet"]
+
 
 
 def resolve(cfg) -> tuple[list[str], list[str]]:
