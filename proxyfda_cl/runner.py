@@ -71,6 +71,15 @@ def checkpoint_dir(cfg: RunConfig) -> Path:
     return Path(os.path.expanduser(cfg.out)) / "checkpoints" / cfg.id
 
 
+def remove_checkpoint(cfg: RunConfig) -> None:
+    """Delete the run's checkpoint folder, if any."""
+    ckpt = checkpoint_dir(cfg)
+    if ckpt.is_dir():
+        for f in ckpt.iterdir():
+            f.unlink()
+        ckpt.rmdir()
+
+
 def check_writable(folder: Path) -> None:
     """``ConfigError`` naming ``out`` when the output folder cannot be created or written."""
     try:
@@ -123,6 +132,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, keep_checkpoints: bool = Fal
         rec = read_record(path)
         rec["skipped"] = True
         return rec
+    if overwrite:
+        remove_checkpoint(cfg)  # redo from scratch, not from a kept checkpoint
     try:
         from .session import Session
 
@@ -140,11 +151,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, keep_checkpoints: bool = Fal
         raise
     write_json_atomic(path, record)
     if not keep_checkpoints:
-        ckpt = checkpoint_dir(cfg)
-        if ckpt.is_dir():
-            for f in ckpt.iterdir():
-                f.unlink()
-            ckpt.rmdir()
+        remove_checkpoint(cfg)
     say(f"record: {path}")
     record["_path"] = str(path)
     return record

@@ -89,11 +89,6 @@ class Session:
         if cfg.train.precision == "bf16":
             extra.append(AutocastPlugin(device_type=device.type))
         optimizer = make_optimizer(model, cfg.train)
-        if ckpt is not None and ckpt.get("optimizer") is not None:
-            try:
-                optimizer.load_state_dict(ckpt["optimizer"])
-            except ValueError:
-                pass  # Avalanche rebuilds the optimizer at each experience anyway
         strategy = Naive(model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
                          train_mb_size=cfg.train.batch_size,
                          train_epochs=cfg.train.epochs + recipe.extra_epochs,
@@ -102,6 +97,7 @@ class Session:
                          evaluator=EvaluationPlugin(accuracy_metrics(experience=True),
                                                     loggers=[]))
         if ckpt is not None:
+            _restore_strategy(strategy, model, ckpt)
             _set_rng_state(ckpt["rng"])
 
         train_stream = stream.benchmark.train_stream
@@ -126,7 +122,7 @@ class Session:
             state["timing"].append({"train_s": train_s, "eval_s": time.perf_counter() - t0,
                                     "step_median_s": timer.median(),
                                     "steps": len(timer.times)})
-            self._save_checkpoint(ckpt_dir, model, plugins, optimizer, state, evaluator)
+            self._save_checkpoint(ckpt_dir, model, plugins, strategy, state, evaluator)
 
         metrics = compute_metrics(state["R"], state["P"], n_exp)
         return {
@@ -157,9 +153,35 @@ class Session:
             return None  # an unreadable checkpoint means starting over, never a crash
 
     @staticmethod
-    def _save_checkpoint(folder, model, plugins, optimizer, state, evaluator) -> None:
+    def _save_checkpoint(folder, model, plugins, strategy, state, evaluator) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "last.pt.tmp"
-        torch.save({"model": model, "plugins": plugins, "optimizer": optimizer.state_dict(),
+        names = {id(p): n for n, p in model.named_parameters()}
+        opt = strategy.optimizer
+        torch.save({"model": model, "plugins": plugins, "optimizer": opt.state_dict(),
+                    "optimizer_params": [[names.get(id(p)) for p in g["params"]]
+                                         for g in opt.param_groups],
+                    "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
                     "state": state, "reference": evaluator.reference, "rng": _rng_state()}, tmp)
         tmp.replace(folder / "last.pt")
+
+
+def _restore_strategy(strategy: Naive, model: torch.nn.Module, ckpt: dict) -> None:
+    """Put a fresh strategy where the checkpointed one stood after its last experience.
+
+    The optimizer gets the checkpoint's parameters (in its order) and state, and Avalanche's
+    ``optimized_param_id`` is set so its first ``make_optimizer`` keeps that state (momentum)
+    instead of resetting it, as it does for a strategy that never trained; the clock's
+    counters (``train_exp_counter``, read by EWC and the teacher) continue where they stopped.
+    """
+    for key, value in ckpt.get("clock", {}).items():
+        setattr(strategy.clock, key, value)
+    groups = ckpt.get("optimizer_params")
+    named = dict(model.named_parameters())
+    if not groups or any(n not in named for g in groups for n in g):
+        return  # an older or foreign checkpoint: Avalanche resets the optimizer state
+    opt = strategy.optimizer
+    for group, names in zip(opt.param_groups, groups):
+        group["params"] = [named[n] for n in names]
+    opt.load_state_dict(ckpt["optimizer"])
+    strategy.optimized_param_id = {n: named[n] for g in groups for n in g}

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 import signal
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
 from .config import RunConfig, load_yaml, make_config, set_dotted, to_dict
-from .errors import ConfigError
-from .results import read_record
-from .runner import check_writable, record_path
+from .errors import ConfigError, DataError
+from .results import is_complete, read_record, write_json_atomic
+from .runner import check_writable, preflight, record_path
 
 SUITES_DIR = Path(__file__).parent / "suites"
 
@@ -53,27 +56,41 @@ def find_suite(name_or_path: str) -> Path:
 
 
 def load_suite(name_or_path: str, *, seeds: Optional[int] = None) -> SweepConfig:
-    """Read a suite YAML; ``seeds`` (a count) replaces its seed axis with ``0..seeds-1``."""
+    """Read a suite YAML; ``seeds`` (a count) replaces its seed axis with ``0..seeds-1``.
+
+    Raises:
+        ConfigError: an unknown top-level field, an axis that is not a list, or an axis
+            listed empty (the grid would be empty).
+    """
     path = find_suite(name_or_path)
     data = load_yaml(str(path))
-    known = {"name", "base", "strategies", "benchmarks", "seeds", "overrides"}
+    known = ("name", "base", "strategies", "benchmarks", "seeds", "overrides")
     for key in data:
         if key not in known:
-            raise ConfigError(f"suite {path}: unknown field {key!r}; valid: {', '.join(sorted(known))}")
+            raise ConfigError(f"suite {path}: unknown field {key!r}; valid: {', '.join(known)}")
     base = data.get("base") or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"suite {path}: base must be a mapping of RunConfig fields")
     seed_axis = data.get("seeds", [base.get("seed", 0)])
-    if isinstance(seed_axis, int):
+    if isinstance(seed_axis, int) and not isinstance(seed_axis, bool):
         seed_axis = list(range(seed_axis))
     if seeds is not None:
         if seeds < 1:
             raise ConfigError(f"--seeds: must be >= 1, got {seeds}")
         seed_axis = list(range(seeds))
     default_bench = base.get("benchmark", "demo")
-    return SweepConfig(
-        name=str(data.get("name", path.stem)), base=base,
-        strategies=list(data.get("strategies") or [base.get("strategy", "naive")]),
-        benchmarks=list(data.get("benchmarks") or [default_bench]),
-        seeds=list(seed_axis), overrides=list(data.get("overrides") or [{}]))
+    axes = {"strategies": data.get("strategies", [base.get("strategy", "naive")]),
+            "benchmarks": data.get("benchmarks", [default_bench]),
+            "seeds": seed_axis, "overrides": data.get("overrides", [{}])}
+    for axis, values in axes.items():
+        if not isinstance(values, list):
+            raise ConfigError(f"suite {path}: {axis} must be a list, got {values!r}")
+        if not values:
+            raise ConfigError(f"suite {path}: {axis} is empty, so the grid is empty; "
+                              f"list at least one entry or leave the field out")
+    if not all(isinstance(o, dict) or o is None for o in axes["overrides"]):
+        raise ConfigError(f"suite {path}: overrides must be a list of {{dotted.key: value}} mappings")
+    return SweepConfig(name=str(data.get("name", path.stem)), base=base, **axes)
 
 
 def expand(suite: SweepConfig, *, out: str, sets: Optional[list] = None) -> list[RunConfig]:
@@ -112,16 +129,13 @@ def _as_dict(value) -> dict:
 
 def status_of(cfg: RunConfig) -> str:
     """``complete``, ``failed`` or ``todo`` from the run's record file."""
-    path = record_path(cfg)
-    if not path.exists():
-        return "todo"
     try:
-        return read_record(path)["status"]
-    except Exception:
+        return read_record(record_path(cfg))["status"]
+    except DataError:  # no record, or an unreadable one
         return "todo"
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, parent: int) -> None:
     """Pool worker set-up: die with the parent (Linux), fixed torch threads."""
     if sys.platform.startswith("linux"):
         import ctypes
@@ -130,13 +144,20 @@ def _worker_init(threads: int) -> None:
             ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
     import torch
 
     torch.set_num_threads(max(1, threads))
 
 
-def run_one(cfg_dict: dict, keep_checkpoints: bool = False, overwrite: bool = False) -> dict:
-    """Run one config in this process; never raises. Returns {id, status, path, error}."""
+def run_one(cfg_dict: dict, keep_checkpoints: bool = False, overwrite: bool = False,
+            threads: int = 0) -> dict:
+    """Run one config in this process; never raises.
+
+    Returns:
+        ``{id, status, path, skipped, resumed}``, with ``error`` (one line) when failed.
+    """
     import logging
     import warnings
 
@@ -145,14 +166,36 @@ def run_one(cfg_dict: dict, keep_checkpoints: bool = False, overwrite: bool = Fa
     from .config import from_dict
     from .runner import run
 
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
     cfg = from_dict(cfg_dict)
+    events: list = []
     try:
-        rec = run(cfg, keep_checkpoints=keep_checkpoints, overwrite=overwrite)
+        rec = run(cfg, keep_checkpoints=keep_checkpoints, overwrite=overwrite,
+                  on_event=events.append)
         return {"id": cfg.id, "status": "complete", "path": str(record_path(cfg)),
-                "skipped": bool(rec.get("skipped"))}
+                "skipped": bool(rec.get("skipped")),
+                "resumed": any(e.startswith("resuming") for e in events)}
     except Exception as e:  # recorded as failed by run(); the sweep goes on
         return {"id": cfg.id, "status": "failed", "path": str(record_path(cfg)),
                 "error": f"{e.__class__.__name__}: {e}".splitlines()[0]}
+
+
+def record_crash(cfg_dict: dict, error: str) -> dict:
+    """The result of a run whose worker process died: a ``failed`` record is written unless
+    the run's record is already complete (the worker died after writing it)."""
+    from .config import from_dict
+
+    cfg = from_dict(cfg_dict)
+    path = record_path(cfg)
+    if is_complete(path):
+        return {"id": cfg.id, "status": "complete", "path": str(path)}
+    write_json_atomic(path, {"id": cfg.id, "status": "failed", "config": to_dict(cfg),
+                             "error": error, "traceback": "",
+                             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return {"id": cfg.id, "status": "failed", "path": str(path), "error": error}
 
 
 def run_sweep(runs: list[RunConfig], *, engine: str = "local", workers: int = 1,
@@ -162,11 +205,21 @@ def run_sweep(runs: list[RunConfig], *, engine: str = "local", workers: int = 1,
     """Run every config not yet complete; returns counts and per-run results.
 
     Complete runs are skipped; failed ones too unless ``retry_failed``; ``overwrite`` redoes all.
+    An interrupted run resumes from its last checkpoint. ``engine="local"`` runs ``workers``
+    processes; ``engine="ray"`` submits one task per run (``cpus_per_run``, ``gpus_per_run``)
+    to the cluster at ``address``, or to a local instance of ``workers * cpus_per_run`` CPUs.
+
+    Returns:
+        ``{"counts": {"complete": n, "failed": n}, "results": [one dict per run, in order]}``.
     """
     from tqdm.auto import tqdm
 
     if not runs:
         raise ConfigError("sweep: the grid is empty; list at least one strategy, benchmark and seed")
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine: {engine!r} is not local or ray")
+    for cfg in runs:
+        preflight(cfg)
     for folder in {record_path(c).parent for c in runs}:
         check_writable(folder)
     todo, results = [], {}
@@ -187,47 +240,76 @@ def run_sweep(runs: list[RunConfig], *, engine: str = "local", workers: int = 1,
     bar = tqdm(total=len(runs), initial=len(results), desc="sweep", disable=not progress,
                dynamic_ncols=True)
 
+    def show() -> None:
+        bar.set_postfix({k: counts[k] for k in ("complete", "running", "failed", "remaining")})
+
+    def started() -> None:
+        counts["running"] += 1
+        counts["remaining"] -= 1
+        show()
+
     def update(res: dict) -> None:
         results[res["id"]] = res
         counts[res["status"]] += 1
         counts["running"] -= 1
         if res["status"] == "failed":
             on_event(f"failed: {res['path']}: {res.get('error')}")
+        elif res.get("resumed"):
+            on_event(f"resumed from its checkpoint: {res['path']}")
         bar.update(1)
-        bar.set_postfix({k: counts[k] for k in ("complete", "running", "failed", "remaining")})
+        show()
 
-    submit_args = [(to_dict(c), keep_checkpoints, overwrite) for c in todo]
-    if engine == "ray":
-        from .ray_engine import run_on_ray
+    threads = max(1, int(cpus_per_run))
+    submit_args = [(to_dict(c), keep_checkpoints, overwrite, threads) for c in todo]
+    try:
+        if engine == "ray":
+            from .ray_engine import run_on_ray
 
-        run_on_ray(submit_args, address=address, cpus_per_run=cpus_per_run,
-                   gpus_per_run=gpus_per_run, counts=counts, update=update)
-    elif engine == "local":
-        _run_local(submit_args, workers=workers, threads=max(1, int(cpus_per_run)),
-                   counts=counts, update=update, bar=bar)
-    else:
-        raise ConfigError(f"--engine: {engine!r} is not local or ray")
-    bar.close()
+            run_on_ray(submit_args, address=address, cpus_per_run=cpus_per_run,
+                       gpus_per_run=gpus_per_run, started=started, update=update,
+                       num_cpus=max(1, math.ceil(workers * cpus_per_run)))
+        else:
+            _run_local(submit_args, workers=max(1, workers), threads=threads, started=started,
+                       update=update)
+    finally:
+        bar.close()
     return {"counts": {k: counts[k] for k in ("complete", "failed")},
             "results": [results[c.id] for c in runs]}
 
 
-def _run_local(args: list, *, workers: int, threads: int, counts: dict, update: Callable,
-               bar) -> None:
+def _run_local(args: list, *, workers: int, threads: int, started: Callable,
+               update: Callable) -> None:
+    """Run ``args`` in a pool of ``workers`` spawned processes.
+
+    A worker that dies (killed, out of memory) breaks the pool: every run then in progress is
+    recorded as failed (its checkpoint kept, so a retry resumes it) and a new pool takes the
+    rest of the queue.
+    """
     import multiprocessing as mp
 
-    if not args:
-        return
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
-                             initializer=_worker_init, initargs=(threads,)) as pool:
-        pending = set()
-        queue = list(args)
-        while queue or pending:
-            while queue and len(pending) < max(1, workers):
-                pending.add(pool.submit(run_one, *queue.pop(0)))
-                counts["running"] += 1
-                counts["remaining"] -= 1
-            bar.set_postfix({k: counts[k] for k in ("complete", "running", "failed", "remaining")})
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                update(fut.result())
+    queue = list(args)
+    while queue:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init,
+                                 initargs=(threads, os.getpid())) as pool:
+            pending: dict = {}
+            broken = False
+            while (queue and not broken) or pending:
+                while queue and not broken and len(pending) < workers:
+                    try:
+                        fut = pool.submit(run_one, *queue[0])
+                    except BrokenProcessPool:
+                        broken = True
+                        break
+                    pending[fut] = queue.pop(0)
+                    started()
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    a = pending.pop(fut)
+                    try:
+                        res = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        res = record_crash(a[0], "WorkerDied: a worker process died (killed or "
+                                                 "out of memory) while this run was in progress")
+                    update(res)

@@ -40,7 +40,7 @@ class ProxyGenerator(nn.Module):
 
     ``forward`` maps sets ``[N, n, D]`` to pooling weights ``A`` ``[N, n_p, n]`` (softmax over
     the set). It reads a fixed random projection of the features, so its size does not grow
-    with D (about 19.5K parameters with the defaults).
+    with D (5.7K parameters with the defaults).
 
     Args:
         feature_dim: D.
