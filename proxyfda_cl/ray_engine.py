@@ -32,7 +32,8 @@ def run_on_ray(args: list, *, address: Optional[str], cpus_per_run: float, gpus_
     try:
         import ray
     except ImportError:
-        raise ConfigError('--engine ray: Ray is not installed; pip install "proxyfda-cl[ray]"') from None
+        raise ConfigError('--engine ray: Ray is not installed; '
+                          'pip install "proxyfda-cl[ray]"') from None
     from .sweep import record_crash, run_one
 
     if not args:
@@ -59,8 +60,8 @@ def run_on_ray(args: list, *, address: Optional[str], cpus_per_run: float, gpus_
                 try:
                     res = ray.get(ref)
                 except Exception as e:  # the worker died or the task was cancelled
-                    res = record_crash(a[0], f"{e.__class__.__name__}: "
-                                             f"{str(e).splitlines()[0] if str(e) else 'Ray task failed'}")
+                    first = str(e).splitlines()[0] if str(e) else "the Ray task failed"
+                    res = record_crash(a[0], f"{e.__class__.__name__}: {first}")
                 update(res)
     finally:
         if started_here:

@@ -62,7 +62,11 @@ class Session:
                               seed=cfg.seed, num_workers=cfg.train.num_workers)
         state = {"R": [], "P": [], "distances": [], "timing": []}
         ckpt_dir = checkpoint_dir(cfg)
-        ckpt = self._load_checkpoint(ckpt_dir)
+        ckpt = self._load_checkpoint(ckpt_dir, device)
+        if ckpt is not None and ckpt.get("device", str(device)) != str(device):
+            self.say(f"checkpoint {ckpt_dir} was written on {ckpt['device']}, this run is on "
+                     f"{device}: starting over")
+            ckpt = None
         if ckpt is not None:
             model, plugins, state = ckpt["model"], ckpt["plugins"], ckpt["state"]
             evaluator.reference = ckpt["reference"]
@@ -143,12 +147,14 @@ class Session:
         }
 
     @staticmethod
-    def _load_checkpoint(folder):
+    def _load_checkpoint(folder, device: torch.device):
+        """The checkpoint, its tensors where they were saved (on CPU for a CPU run)."""
         path = folder / "last.pt"
         if not path.exists():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return torch.load(path, map_location="cpu" if device.type == "cpu" else None,
+                              weights_only=False)
         except Exception:
             return None  # an unreadable checkpoint means starting over, never a crash
 
@@ -162,7 +168,8 @@ class Session:
                     "optimizer_params": [[names.get(id(p)) for p in g["params"]]
                                          for g in opt.param_groups],
                     "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
-                    "state": state, "reference": evaluator.reference, "rng": _rng_state()}, tmp)
+                    "state": state, "reference": evaluator.reference, "rng": _rng_state(),
+                    "device": str(strategy.device)}, tmp)
         tmp.replace(folder / "last.pt")
 
 

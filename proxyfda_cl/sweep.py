@@ -89,7 +89,8 @@ def load_suite(name_or_path: str, *, seeds: Optional[int] = None) -> SweepConfig
             raise ConfigError(f"suite {path}: {axis} is empty, so the grid is empty; "
                               f"list at least one entry or leave the field out")
     if not all(isinstance(o, dict) or o is None for o in axes["overrides"]):
-        raise ConfigError(f"suite {path}: overrides must be a list of {{dotted.key: value}} mappings")
+        raise ConfigError(f"suite {path}: overrides must be a list of "
+                          "{dotted.key: value} mappings")
     return SweepConfig(name=str(data.get("name", path.stem)), base=base, **axes)
 
 
@@ -215,7 +216,8 @@ def run_sweep(runs: list[RunConfig], *, engine: str = "local", workers: int = 1,
     from tqdm.auto import tqdm
 
     if not runs:
-        raise ConfigError("sweep: the grid is empty; list at least one strategy, benchmark and seed")
+        raise ConfigError("sweep: the grid is empty; "
+                          "list at least one strategy, benchmark and seed")
     if engine not in ("local", "ray"):
         raise ConfigError(f"--engine: {engine!r} is not local or ray")
     for cfg in runs:
