@@ -11,7 +11,6 @@ import logging
 import os
 import platform
 import random
-import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
@@ -111,7 +110,12 @@ def preflight(cfg: RunConfig) -> None:
     build_strategy(cfg.strategy.name, cfg.strategy.params)
     BACKBONES.get(cfg.backbone.name.partition(":")[0])
     experiences, probes = resolve(cfg.benchmark)
-    for name in experiences + probes:
+    names = experiences + probes
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"benchmark: dataset(s) {', '.join(dup)} listed twice; a dataset is "
+                          f"either an experience or a probe, once")
+    for name in names:
         DATASETS.get(split_name(parse_subset(name)[0])[0])
 
 

@@ -107,26 +107,31 @@ class Session:
         train_stream = stream.benchmark.train_stream
         test_stream = stream.benchmark.test_stream
         n_exp = len(stream.experiences)
-        for t in range(len(state["R"]), n_exp):
-            self.say(f"experience {t + 1}/{n_exp}: {stream.experiences[t]}")
-            t0 = time.perf_counter()
-            strategy.train(train_stream[t], num_workers=cfg.train.num_workers)
-            train_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            results = strategy.eval(test_stream, num_workers=cfg.train.num_workers)
-            r_row = [None] * n_exp
-            for key, value in results.items():
-                m = _EXP_KEY.match(key)
-                if m:
-                    r_row[int(m.group(1))] = float(value)
-            p_row, dists = evaluator.evaluate(model.encoder, t + 1)
-            state["R"].append(r_row)
-            state["P"].append(p_row)
-            state["distances"].extend(dists)
-            state["timing"].append({"train_s": train_s, "eval_s": time.perf_counter() - t0,
-                                    "step_median_s": timer.median(),
-                                    "steps": len(timer.times)})
-            self._save_checkpoint(ckpt_dir, model, plugins, strategy, state, evaluator)
+        autocast = next((p for p in extra if isinstance(p, AutocastPlugin)), None)
+        try:
+            for t in range(len(state["R"]), n_exp):
+                self.say(f"experience {t + 1}/{n_exp}: {stream.experiences[t]}")
+                t0 = time.perf_counter()
+                strategy.train(train_stream[t], num_workers=cfg.train.num_workers)
+                train_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                results = strategy.eval(test_stream, num_workers=cfg.train.num_workers)
+                r_row = [None] * n_exp
+                for key, value in results.items():
+                    m = _EXP_KEY.match(key)
+                    if m:
+                        r_row[int(m.group(1))] = float(value)
+                p_row, dists = evaluator.evaluate(model.encoder, t + 1)
+                state["R"].append(r_row)
+                state["P"].append(p_row)
+                state["distances"].extend(dists)
+                state["timing"].append({"train_s": train_s, "eval_s": time.perf_counter() - t0,
+                                        "step_median_s": timer.median(),
+                                        "steps": len(timer.times)})
+                self._save_checkpoint(ckpt_dir, model, plugins, strategy, state, evaluator)
+        finally:
+            if autocast is not None:  # a failed forward must not leave autocast on
+                autocast.close()
 
         metrics = compute_metrics(state["R"], state["P"], n_exp)
         return {

@@ -136,8 +136,14 @@ def status_of(cfg: RunConfig) -> str:
         return "todo"
 
 
-def _worker_init(threads: int, parent: int) -> None:
-    """Pool worker set-up: die with the parent (Linux), fixed torch threads."""
+def _worker_init(threads: int, parent: int, slot=None, n_gpus: int = 0) -> None:
+    """Pool worker set-up: die with the parent (Linux), fixed torch threads, and with
+    several GPUs its own GPU (``CUDA_VISIBLE_DEVICES``, round robin over worker slots)."""
+    if slot is not None and n_gpus > 1:
+        with slot.get_lock():
+            index = slot.value
+            slot.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % n_gpus)
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -272,7 +278,7 @@ def run_sweep(runs: list[RunConfig], *, engine: str = "local", workers: int = 1,
                        num_cpus=max(1, math.ceil(workers * cpus_per_run)))
         else:
             _run_local(submit_args, workers=max(1, workers), threads=threads, started=started,
-                       update=update)
+                       update=update, gpus_per_run=gpus_per_run)
     finally:
         bar.close()
     return {"counts": {k: counts[k] for k in ("complete", "failed")},
@@ -280,8 +286,11 @@ def run_sweep(runs: list[RunConfig], *, engine: str = "local", workers: int = 1,
 
 
 def _run_local(args: list, *, workers: int, threads: int, started: Callable,
-               update: Callable) -> None:
+               update: Callable, gpus_per_run: float = 0) -> None:
     """Run ``args`` in a pool of ``workers`` spawned processes.
+
+    With ``gpus_per_run > 0`` and several visible GPUs, each worker is pinned to one GPU,
+    round robin, so that ``--workers N`` on an N-GPU machine uses them all.
 
     A worker that dies (killed, out of memory) breaks the pool: every run then in progress is
     recorded as failed (its checkpoint kept, so a retry resumes it) and a new pool takes the
@@ -289,11 +298,18 @@ def _run_local(args: list, *, workers: int, threads: int, started: Callable,
     """
     import multiprocessing as mp
 
+    ctx = mp.get_context("spawn")
+    n_gpus = 0
+    if gpus_per_run > 0:
+        import torch
+
+        n_gpus = torch.cuda.device_count()
+    slot = ctx.Value("i", 0)
     queue = list(args)
     while queue:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                  initializer=_worker_init,
-                                 initargs=(threads, os.getpid())) as pool:
+                                 initargs=(threads, os.getpid(), slot, n_gpus)) as pool:
             pending: dict = {}
             broken = False
             while (queue and not broken) or pending:
