@@ -179,7 +179,7 @@ def cmd_plot(a) -> int:
 def cmd_overhead(a) -> int:
     from .config import BackboneConfig
     from .models import build_encoder
-    from .strategies import STRATEGIES
+    from .strategies import STRATEGIES, strategy_defaults
     from .strategies.overhead import measure_overhead
 
     names = a.strategies or ["naive", "fda", "proxy_fda", "ldifs", "l2sp"]
@@ -189,6 +189,20 @@ def cmd_overhead(a) -> int:
         names = ["naive"] + names
     cfg = BackboneConfig(name=a.backbone)
     build_encoder(cfg, progress=True)
+    if a.epochs:
+        from .strategies.overhead import measure_epoch_overhead
+
+        variants = {}
+        for n in names:
+            variants[n] = (n, {})
+            if "teacher_cache_mb" in strategy_defaults(n):
+                variants[f"{n} (no cache)"] = (n, {"teacher_cache_mb": 0.0})
+        res = measure_epoch_overhead(lambda: build_encoder(cfg), variants, epochs=a.epochs,
+                                     batch_size=a.batch_size, repeats=a.repeats, device=a.device)
+        print(f"{'strategy':22s} {'median epoch (s)':>17s} {'first epoch (s)':>16s} {'x naive':>8s}")
+        for n, r in res.items():
+            print(f"{n:22s} {r['median_epoch_s']:17.3f} {r['first_epoch_s']:16.3f} {r['ratio']:8.3f}")
+        return 0
     res = measure_overhead(lambda: build_encoder(cfg), names, batch_size=a.batch_size,
                            steps=a.steps, device=a.device)
     print(f"{'strategy':12s} {'median step (ms)':>17s} {'x naive':>8s}")
@@ -259,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("overhead", help="training-step time of each strategy relative to naive")
     o.add_argument("--backbone", default="tiny")
     o.add_argument("--strategies", nargs="+")
-    o.add_argument("--steps", type=int, default=30)
+    o.add_argument("--steps", type=int, default=30, help="timed steps per strategy")
+    o.add_argument("--epochs", type=int, default=0,
+                   help="instead: time real epochs (teacher cache on and off)")
+    o.add_argument("--repeats", type=int, default=3, help="with --epochs: runs per strategy")
     o.add_argument("--batch-size", type=int, default=64)
     o.add_argument("--device", default="cpu")
     o.set_defaults(fn=cmd_overhead)

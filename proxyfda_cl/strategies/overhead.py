@@ -133,3 +133,82 @@ def measure_overhead(encoder_factory: Callable[[], nn.Module], strategies: list,
     base = statistics.median(times["naive"])
     return {n: {"median_step_s": statistics.median(times[n]),
                 "ratio": statistics.median(times[n]) / base} for n in names}
+
+
+class _EpochTimer:
+    """Avalanche plugin recording the wall time of every training epoch."""
+
+    def __init__(self) -> None:
+        from avalanche.core import SupervisedPlugin
+
+        class _P(SupervisedPlugin):
+            def __init__(p):
+                super().__init__()
+                p.times, p.t0 = [], 0.0
+
+            def before_training_epoch(p, strategy, **kw):
+                p.t0 = time.perf_counter()
+
+            def after_training_epoch(p, strategy, **kw):
+                if torch.device(strategy.device).type == "cuda":
+                    torch.cuda.synchronize()
+                p.times.append(time.perf_counter() - p.t0)
+
+        self.plugin = _P()
+
+
+def measure_epoch_overhead(encoder_factory: Callable[[], nn.Module], variants: dict, *,
+                           epochs: int = 5, n_train: int = 1280, batch_size: int = 64,
+                           repeats: int = 3, device: str = "cpu", seed: int = 0) -> dict:
+    """Median per-epoch training time of each variant relative to naive, over real epochs.
+
+    Each variant trains ``epochs`` epochs of one concept-world experience through Avalanche's
+    ``Naive`` with its recipe and the runner's batch sampler (so the teacher-feature cache,
+    where a recipe enables it, fills in epoch 1 and serves the later epochs). Variants run in
+    turn, ``repeats`` times, so drift of the machine's speed affects all alike.
+
+    Args:
+        encoder_factory: builds the encoder (each run trains a fresh copy).
+        variants: ``{label: (strategy name, params)}``; ``naive`` is added as the reference.
+        epochs: epochs per run; the median is over epochs 2..E of every repeat (epoch 1
+            fills caches and is reported separately).
+        n_train: training images of the experience.
+        batch_size: minibatch size.
+        repeats: runs per variant.
+        device: torch device.
+        seed: seed of the data, the encoder copies and the samplers.
+
+    Returns:
+        ``{label: {"median_epoch_s", "first_epoch_s", "ratio"}}`` with naive first.
+    """
+    from ..benchmarks.concept_world import concept_dataset
+    from ..benchmarks.sampler import BatchSamplerPlugin
+    from ..models.base import image_transform
+
+    variants = {"naive": ("naive", {}), **{k: v for k, v in variants.items() if k != "naive"}}
+    encoder = encoder_factory()
+    task = concept_dataset("shape", seed=seed, n_train=n_train, n_test=8,
+                           image_size=encoder.input_size)
+    x = image_transform(encoder)(task.train.images)
+    experience = tensor_benchmark([(x, task.train_targets)]).train_stream[0]
+    later: dict = {k: [] for k in variants}
+    first: dict = {k: [] for k in variants}
+    for r in range(repeats):
+        for label, (name, params) in variants.items():
+            torch.manual_seed(seed + r)
+            recipe = build_strategy(name, params)
+            model = EncoderWithHeads(copy.deepcopy(encoder))
+            timer = _EpochTimer()
+            sampler = BatchSamplerPlugin(kind=recipe.sampler, batch_size=batch_size, seed=seed)
+            strategy = Naive(model=model,
+                             optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+                             criterion=nn.CrossEntropyLoss(), train_mb_size=batch_size,
+                             train_epochs=epochs, plugins=recipe.plugins + [sampler, timer.plugin],
+                             evaluator=EvaluationPlugin(loggers=[]), eval_every=-1, device=device)
+            strategy.train(experience)
+            first[label].append(timer.plugin.times[0])
+            later[label].extend(timer.plugin.times[1:])
+    base = statistics.median(later["naive"])
+    return {k: {"median_epoch_s": statistics.median(later[k]),
+                "first_epoch_s": statistics.median(first[k]),
+                "ratio": statistics.median(later[k]) / base} for k in variants}
