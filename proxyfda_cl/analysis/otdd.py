@@ -77,10 +77,16 @@ def _bures_w2(m1: np.ndarray, f1: list, m2: np.ndarray, f2: list) -> np.ndarray:
     tr1 = np.array([np.einsum("ij,ij->", f, f) for f in f1])
     tr2 = np.array([np.einsum("ij,ij->", f, f) for f in f2])
     nuc = np.empty((len(f1), len(f2)))
+    # Every cross product F1_i F2_j^T at once, as one large (multi-threaded) matrix product.
+    gram = np.concatenate(f1) @ np.concatenate(f2).T
+    o1 = np.cumsum([0] + [len(f) for f in f1])
+    o2 = np.cumsum([0] + [len(f) for f in f2])
+
     with _one_blas_thread():  # many small SVDs: threads only add contention
-        for i, a in enumerate(f1):
-            for j, b in enumerate(f2):
-                nuc[i, j] = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+        for i in range(len(f1)):
+            for j in range(len(f2)):
+                block = gram[o1[i]:o1[i + 1], o2[j]:o2[j + 1]]
+                nuc[i, j] = np.linalg.svd(block, compute_uv=False).sum()
     mean_sq = ((m1[:, None, :] - m2[None, :, :]) ** 2).sum(-1)
     return np.maximum(mean_sq + tr1[:, None] + tr2[None, :] - 2.0 * nuc, 0.0)
 
