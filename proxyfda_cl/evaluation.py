@@ -32,6 +32,21 @@ class Evaluator:
         self.precision, self.seed, self.num_workers = precision, seed, num_workers
         self.columns = list(stream.experiences) + list(stream.probes)
         self.reference: dict[str, torch.Tensor] = {}
+        self._subsets: dict[str, torch.Tensor] = {}
+
+    def _probe_train(self, name: str):
+        """The probe's training split of ``name``: at most ``probe_train_size`` items, the
+        same seeded subset after every experience (an experience's own training set can be
+        larger than the probes')."""
+        s = self.stream.sets[name]
+        cap = self.cfg.probe_train_size
+        if cap is None or len(s.train_targets) <= cap:
+            return s.train, s.train_targets
+        if name not in self._subsets:
+            g = torch.Generator().manual_seed(self.seed)
+            self._subsets[name] = torch.randperm(len(s.train_targets), generator=g)[:cap].sort().values
+        idx = self._subsets[name]
+        return torch.utils.data.Subset(s.train, idx.tolist()), s.train_targets[idx]
 
     def _features(self, encoder, ds) -> torch.Tensor:
         feats, _ = extract_features(encoder, ds, batch_size=self.cfg.batch_size,
@@ -52,9 +67,10 @@ class Evaluator:
         row, dists = [], []
         for name in self.columns:
             s = self.stream.sets[name]
-            train_x = self._features(encoder, s.train)
+            train_ds, train_y = self._probe_train(name)
+            train_x = self._features(encoder, train_ds)
             test_x = self._features(encoder, s.test)
-            res = fit_probe(train_x.to(self.device), s.train_targets.to(self.device),
+            res = fit_probe(train_x.to(self.device), train_y.to(self.device),
                             test_x.to(self.device), s.test_targets.to(self.device), seed=self.seed,
                             grid=self.cfg.probe_grid, tol=self.cfg.probe_tol)
             row.append(float(res.accuracy))
