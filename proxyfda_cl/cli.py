@@ -63,6 +63,7 @@ def cmd_sweep(a, *, suite: Optional[str] = None, seeds: Optional[int] = None) ->
 
 
 def cmd_demo(a) -> int:
+    from .analysis.correlation import correlation_markdown, correlation_table
     from .analysis.leaderboard import leaderboard, to_markdown, write_leaderboard
     from .analysis.plots import plot_all
     from .models import build_encoder
@@ -85,12 +86,15 @@ def cmd_demo(a) -> int:
     paths = [write_leaderboard(records, os.path.join(folder, f"leaderboard.{ext}"), ext)
              for ext in ("md", "csv", "html")]
     plots = plot_all(records, os.path.join(folder, "plots"))
+    corr = os.path.join(folder, "correlation.md")
+    _write_text(corr, correlation_markdown(correlation_table(records)) + "\n")
+    paths.append(corr)
     print()
     print(to_markdown(leaderboard(records)))
     print()
     print(f"records:     {os.path.join(folder, 'records')}")
     for p in paths:
-        print(f"leaderboard: {p}")
+        print(f"table:       {p}")
     for f in plots["files"]:
         print(f"plot:        {f}")
     return code
@@ -173,6 +177,17 @@ def cmd_plot(a) -> int:
         raise ConfigError(f"--out {out}: cannot write ({e.strerror}); choose a writable folder") from None
     for f in data.get("files", []):
         print(f"plot: {f}")
+    return 0
+
+
+def cmd_correlation(a) -> int:
+    from .analysis.correlation import correlation_markdown, correlation_table
+    from .results import read_results
+
+    records, problems = read_results(a.results_dir)
+    for p in problems:
+        print(f"skipped: {p}", file=sys.stderr)
+    print(correlation_markdown(correlation_table(records, n_boot=a.n_boot, seed=a.seed)))
     return 0
 
 
@@ -269,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--kind", choices=["forward-transfer", "otdd", "matrices", "all"], default="all")
     pl.add_argument("--out")
     pl.set_defaults(fn=cmd_plot)
+
+    c = sub.add_parser("correlation", help="forgetting vs OTDD and vs L2, with bootstrap CIs")
+    c.add_argument("results_dir")
+    c.add_argument("--n-boot", type=int, default=1000)
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(fn=cmd_correlation)
 
     o = sub.add_parser("overhead", help="training-step time of each strategy relative to naive")
     o.add_argument("--backbone", default="tiny")

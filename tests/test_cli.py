@@ -90,6 +90,9 @@ def test_run_and_leaderboard_through_the_installed_command(tmp_path, tiny_weight
     r3 = subprocess.run(cmd + ["leaderboard", str(tmp_path / "res"), "--format", "csv"],
                         capture_output=True, text=True, env=env, timeout=120)
     assert r3.returncode == 0 and "naive" in r3.stdout
+    assert main(["correlation", str(tmp_path / "res"), "--n-boot", "50"]) == 0
+    assert main(["plot", str(tmp_path / "res"), "--kind", "otdd", "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "otdd_vs_forgetting.png").stat().st_size > 0
     bad = subprocess.run(cmd + ["run", "--strategy", "nope", "--out", str(tmp_path)],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

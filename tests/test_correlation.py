@@ -101,3 +101,15 @@ def test_correlation_table_over_records():
     assert set(table) == {"otdd", "l2"}
     assert table["otdd"]["n"] == 18 and table["otdd"]["pearson"] == pytest.approx(1.0)
     assert table["l2"]["spearman"] < 0
+
+
+def test_correlation_markdown_shows_both_distances():
+    from proxyfda_cl.analysis.correlation import correlate, correlation_markdown
+
+    x = [0.0, 1.0, 2.0, 3.0, 4.0]
+    table = {"otdd": correlate(x, [0.0, 2.0, 4.0, 6.0, 8.0], n_boot=20),
+             "l2": correlate(x, [1.0, 0.5, 0.0, -0.5, -1.0], n_boot=20)}
+    text = correlation_markdown(table)
+    rows = [line for line in text.splitlines() if line.startswith("| OTDD") or line.startswith("| L2")]
+    assert rows[0].split("|")[2].strip() == "+1.000" and rows[1].split("|")[2].strip() == "-1.000"
+    assert "over 5 (run, experience, dataset) points" in text

@@ -130,3 +130,22 @@ def correlation_table(records: Iterable[dict], *, n_boot: int = 1000, seed: int 
     forg = [q["forgetting"] for q in pts]
     return {"otdd": correlate([q["otdd"] for q in pts], forg, n_boot=n_boot, seed=seed),
             "l2": correlate([q["l2"] for q in pts], forg, n_boot=n_boot, seed=seed)}
+
+
+def correlation_markdown(table: dict) -> str:
+    """``correlation_table``'s result as a markdown table (r, rho and their 95% CIs)."""
+    def ci(v) -> str:
+        return "—" if v is None or any(x != x for x in v) else f"[{v[0]:+.3f}, {v[1]:+.3f}]"
+
+    def num(v) -> str:
+        return "—" if v is None or v != v else f"{v:+.3f}"
+
+    lines = [f"Forgetting (P[0][d] - P[t][d]) against feature distance over "
+             f"{table['otdd']['n']} (run, experience, dataset) points; "
+             f"{int(100 * table['otdd'].get('ci', 0.95))}% bootstrap intervals.", "",
+             "| distance | Pearson r | CI | Spearman rho | CI |", "|---|---:|---|---:|---|"]
+    for name in ("otdd", "l2"):
+        c = table[name]
+        lines.append(f"| {name.upper()} | {num(c['pearson'])} | {ci(c['pearson_ci'])} | "
+                     f"{num(c['spearman'])} | {ci(c['spearman_ci'])} |")
+    return "\n".join(lines)
