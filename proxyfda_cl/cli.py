@@ -69,7 +69,7 @@ def cmd_demo(a) -> int:
     from .models import build_encoder
     from .config import BackboneConfig
     from .results import read_results
-    from .sweep import expand, load_suite
+    from .sweep import load_suite
 
     name = "demo-quick" if a.quick else "demo"
     suite = load_suite(name, seeds=a.seeds)

@@ -48,6 +48,22 @@ class Encoder(nn.Module):
         self.resize_mode = resize_mode
 
 
+class ModuleEncoder(Encoder):
+    """An encoder that wraps a module mapping images to features (``self.model``); outputs with
+    more than two dimensions are flattened to ``[B, D]``."""
+
+    def __init__(self, model: nn.Module, *, feature_dim: int, input_size: int,
+                 mean: Sequence[float], std: Sequence[float], ldifs_layers: dict,
+                 resize_mode: str = "squash") -> None:
+        super().__init__(feature_dim=feature_dim, input_size=input_size, mean=mean, std=std,
+                         ldifs_layers=ldifs_layers, resize_mode=resize_mode)
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out.flatten(1) if out.ndim > 2 else out
+
+
 def image_transform(encoder: nn.Module, *, train: bool = False) -> T.Compose:
     """Preprocessing for ``encoder``: to float tensor, resize to its input size, normalise.
 

@@ -21,14 +21,13 @@ import importlib.util
 import os
 import sys
 from types import ModuleType
-from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
 from . import BACKBONES
-from .base import Encoder
+from .base import ModuleEncoder
 from .timm_encoder import _one_line
 
 __all__ = ["TorchEncoder", "create_torch", "import_user_module"]
@@ -37,18 +36,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class TorchEncoder(Encoder):
+class TorchEncoder(ModuleEncoder):
     """Wraps a user module so the ``Encoder`` attributes exist; ``self.model`` is the module."""
-
-    def __init__(self, model: nn.Module, *, feature_dim: int, input_size: int,
-                 mean: Sequence[float], std: Sequence[float], ldifs_layers: dict) -> None:
-        super().__init__(feature_dim=feature_dim, input_size=input_size, mean=mean, std=std)
-        self.model = model
-        self.ldifs_layers = dict(ldifs_layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        return out.flatten(1) if out.ndim > 2 else out
 
 
 def import_user_module(target: str) -> ModuleType:

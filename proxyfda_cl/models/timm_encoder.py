@@ -32,7 +32,7 @@ from torch import nn
 
 from ..errors import ConfigError, WeightsError
 from . import BACKBONES
-from .base import Encoder
+from .base import ModuleEncoder
 
 __all__ = ["TimmEncoder", "create_timm", "quarter_depths", "timm_ldifs_layers",
            "probe_channel_dims", "hf_cache_dir", "hub_reachable", "cached_hf_file"]
@@ -185,17 +185,8 @@ def timm_ldifs_layers(model: nn.Module, input_size: int, prefix: str = "") -> tu
 
 # --- the encoder -----------------------------------------------------------------------
 
-class TimmEncoder(Encoder):
+class TimmEncoder(ModuleEncoder):
     """A timm model with ``num_classes=0``: ``forward`` gives its pooled pre-logits features."""
-
-    def __init__(self, model: nn.Module, *, feature_dim: int, input_size: int,
-                 mean: Sequence[float], std: Sequence[float], ldifs_layers: dict) -> None:
-        super().__init__(feature_dim=feature_dim, input_size=input_size, mean=mean, std=std)
-        self.model = model
-        self.ldifs_layers = dict(ldifs_layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
 
 def _unknown_model(name: str) -> ConfigError:

@@ -1,7 +1,6 @@
 """Strategies that are Avalanche's own: naive fine-tuning, EWC and LwF."""
 from __future__ import annotations
 
-import copy
 
 from avalanche.training.plugins import EWCPlugin, LwFPlugin
 
