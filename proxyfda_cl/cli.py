@@ -187,7 +187,8 @@ def cmd_correlation(a) -> int:
     records, problems = read_results(a.results_dir)
     for p in problems:
         print(f"skipped: {p}", file=sys.stderr)
-    print(correlation_markdown(correlation_table(records, n_boot=a.n_boot, seed=a.seed)))
+    print(correlation_markdown(correlation_table(records, n_boot=a.n_boot, seed=a.seed,
+                                                 held_out=a.held_out)))
     return 0
 
 
@@ -289,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("results_dir")
     c.add_argument("--n-boot", type=int, default=1000)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--held-out", action="store_true",
+                   help="only datasets not yet trained on (the ones Δ_LP averages)")
     c.set_defaults(fn=cmd_correlation)
 
     o = sub.add_parser("overhead", help="training-step time of each strategy relative to naive")

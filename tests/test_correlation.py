@@ -113,3 +113,20 @@ def test_correlation_markdown_shows_both_distances():
     rows = [line for line in text.splitlines() if line.startswith("| OTDD") or line.startswith("| L2")]
     assert rows[0].split("|")[2].strip() == "+1.000" and rows[1].split("|")[2].strip() == "-1.000"
     assert "over 5 (run, experience, dataset) points" in text
+
+
+def test_held_out_points_leave_out_datasets_already_trained():
+    from proxyfda_cl.analysis.correlation import forgetting_points
+
+    rec = {"id": "r", "config": {"strategy": {"name": "naive"}, "seed": 0},
+           "stream": ["a", "b"], "probes": ["c"],
+           "matrices": {"P": [[0.5, 0.5, 0.9], [0.9, 0.4, 0.8], [0.7, 0.95, 0.6]],
+                        "P_columns": ["a", "b", "c"]},
+           "distances": [{"experience": t, "dataset": d, "otdd": 1.0, "l2": 0.5}
+                         for t in (1, 2) for d in ("a", "b", "c")]}
+    every = forgetting_points([rec])
+    held = forgetting_points([rec], held_out=True)
+    assert len(every) == 6
+    assert {(p["experience"], p["dataset"]) for p in held} == {(1, "b"), (1, "c"), (2, "c")}
+    by_key = {(p["experience"], p["dataset"]): p["forgetting"] for p in held}
+    assert by_key[(2, "c")] == pytest.approx(0.9 - 0.6)

@@ -75,8 +75,11 @@ def correlate(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, see
     return out
 
 
-def forgetting_points(records: Iterable[dict]) -> list[dict]:
+def forgetting_points(records: Iterable[dict], *, held_out: bool = False) -> list[dict]:
     """One point per (run, experience t, dataset d) in each record's ``distances``.
+
+    With ``held_out``, only datasets not trained on by experience t (later tasks and probes,
+    the ones Δ_LP averages) give points: concept forgetting without the gains of training.
 
     ``forgetting = P[0][d] - P[t][d]`` with ``d`` looked up in ``P_columns`` (the run-record
     schema in :mod:`proxyfda_cl.results`). Entries whose ``otdd`` or ``l2`` is null, or whose
@@ -102,10 +105,13 @@ def forgetting_points(records: Iterable[dict]) -> list[dict]:
                             "re-run or drop the record") from None
         cfg = rec.get("config") or {}
         strategy = (cfg.get("strategy") or {}).get("name")
+        stream = list(rec.get("stream") or rec["matrices"].get("R_columns") or [])
         for e in dists:
             if e.get("otdd") is None or e.get("l2") is None:
                 continue
             t, d = int(e["experience"]), e["dataset"]
+            if held_out and d in stream[:t]:
+                continue
             if d not in cols or not 0 < t < len(p):
                 raise DataError(f"record {run}: distance entry (experience {t}, dataset {d}) "
                                 "has no row/column in matrices.P; the record is inconsistent")
@@ -119,14 +125,16 @@ def forgetting_points(records: Iterable[dict]) -> list[dict]:
     return points
 
 
-def correlation_table(records: Iterable[dict], *, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Correlation of forgetting with OTDD and with L2 over every point of ``records``.
+def correlation_table(records: Iterable[dict], *, n_boot: int = 1000, seed: int = 0,
+                      held_out: bool = False) -> dict:
+    """Correlation of forgetting with OTDD and with L2 over every point of ``records``
+    (only held-out datasets' points with ``held_out``, see ``forgetting_points``).
 
     Returns:
         ``{"otdd": correlate(otdd, forgetting), "l2": correlate(l2, forgetting)}``; the
         number of points is each entry's ``n``.
     """
-    pts = forgetting_points(records)
+    pts = forgetting_points(records, held_out=held_out)
     forg = [q["forgetting"] for q in pts]
     return {"otdd": correlate([q["otdd"] for q in pts], forg, n_boot=n_boot, seed=seed),
             "l2": correlate([q["l2"] for q in pts], forg, n_boot=n_boot, seed=seed)}
