@@ -65,7 +65,7 @@ class Capture(SupervisedPlugin):
         temp = getattr(self.plugin, "temperature", None)
         self.pending = dict(ce=strategy.loss.detach().clone(), x=strategy.mb_x.clone(),
                             teacher=self.teacher, gen=copy.deepcopy(getattr(self.plugin, "generator", None)),
-                            temp=[float(v) for v in temp.values()] if temp is not None else None)
+                            temp=[float(torch.as_tensor(v).detach()) for v in temp.values()] if temp is not None else None)
 
 
 class Total(SupervisedPlugin):
