@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import os
 import typing
 from dataclasses import dataclass, field
@@ -157,13 +158,18 @@ def parse_scalar(text: str) -> Any:
     return text
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """``value`` as type ``tp`` (bool, int, float, str, list, dict, Optional[...]); a one-line
+    ``ConfigError`` naming ``where`` otherwise. Numbers written as text (``1e-3``, which YAML
+    reads as a string) are accepted for int and float fields."""
     origin = typing.get_origin(tp)
+    if tp in (int, float) and isinstance(value, str):
+        value = parse_scalar(value)
     if origin is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, args[0], where)
+        return coerce(value, args[0], where)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -203,7 +209,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         name = data.pop("name", "naive")
         params = data.pop("params", {}) or {}
         params.update(data)
-        return StrategyConfig(name=_coerce(name, str, "strategy.name"), params=params)
+        return StrategyConfig(name=coerce(name, str, "strategy.name"), params=params)
     kwargs = {}
     for key, value in data.items():
         where = f"{prefix}.{key}" if prefix else key
@@ -215,12 +221,19 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
                 value = {"name": value}
             kwargs[key] = _build(tp, value or {}, where)
         else:
-            kwargs[key] = _coerce(value, tp, where)
+            kwargs[key] = coerce(value, tp, where)
     return cls(**kwargs)
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Range and choice checks; raises a one-line ``ConfigError`` naming the field."""
+    """Range and choice checks; raises a one-line ``ConfigError`` naming the field.
+
+    The strategy's hyper-parameters are completed with their defaults, so that a config
+    spelling a default out and one leaving it implicit have the same ``id``.
+    """
+    from .strategies.registry import resolve_params
+
+    cfg.strategy.params = resolve_params(cfg.strategy.name, cfg.strategy.params)
     for where, allowed in CHOICES.items():
         value = _get(cfg, where)
         if value not in allowed:
@@ -235,7 +248,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{where}: must be >= 0, got {value!r}")
     if not 0.0 <= cfg.benchmark.val_fraction < 1.0:
         raise ConfigError(f"benchmark.val_fraction: must be in [0, 1), got {cfg.benchmark.val_fraction!r}")
-    if cfg.device != "auto" and not cfg.device.startswith(("cpu", "cuda", "mps")):
+    cfg.eval.probe_grid = [coerce(v, float, "eval.probe_grid") for v in cfg.eval.probe_grid]
+    if not cfg.eval.probe_grid or min(cfg.eval.probe_grid) <= 0:
+        raise ConfigError(f"eval.probe_grid: give positive penalties, got {cfg.eval.probe_grid!r}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):
         raise ConfigError(f"device: {cfg.device!r} is not auto, cpu, cuda[:N] or mps")
     return cfg
 

@@ -107,7 +107,19 @@ def preflight(cfg: RunConfig) -> None:
     from .models import BACKBONES
     from .strategies import build_strategy
 
-    build_strategy(cfg.strategy.name, cfg.strategy.params)
+    recipe = build_strategy(cfg.strategy.name, cfg.strategy.params)
+    resolve_device(cfg.device)
+    k = cfg.strategy.params.get("k")
+    if isinstance(k, int):
+        kind = cfg.train.sampler if cfg.train.sampler != "auto" else recipe.sampler
+        if kind == "random":
+            batch, source = cfg.train.batch_size, "train.batch_size"
+        else:
+            batch = cfg.train.classes_per_batch * cfg.train.samples_per_class
+            source = "train.classes_per_batch x train.samples_per_class"
+        if k + 2 > batch:
+            raise ConfigError(f"strategy.k: k={k} needs batches of at least {k + 2}, but "
+                              f"{source} gives {batch}; lower k or enlarge the batch")
     BACKBONES.get(cfg.backbone.name.partition(":")[0])
     experiences, probes = resolve(cfg.benchmark)
     names = experiences + probes

@@ -14,6 +14,7 @@ from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 
+from . import __version__
 from .analysis.metrics import compute_metrics
 from .benchmarks.sampler import BatchSamplerPlugin
 from .benchmarks.streams import build_stream
@@ -62,10 +63,14 @@ class Session:
                               seed=cfg.seed, num_workers=cfg.train.num_workers)
         state = {"R": [], "P": [], "distances": [], "timing": []}
         ckpt_dir = checkpoint_dir(cfg)
-        ckpt = self._load_checkpoint(ckpt_dir, device)
+        ckpt = self._load_checkpoint(ckpt_dir, device, self.say)
         if ckpt is not None and ckpt.get("device", str(device)) != str(device):
             self.say(f"checkpoint {ckpt_dir} was written on {ckpt['device']}, this run is on "
                      f"{device}: starting over")
+            ckpt = None
+        if ckpt is not None and ckpt.get("version") != __version__:
+            self.say(f"checkpoint {ckpt_dir} was written by proxyfda-cl "
+                     f"{ckpt.get('version')}, this is {__version__}: starting over")
             ckpt = None
         if ckpt is not None:
             model, plugins, state = ckpt["model"], ckpt["plugins"], ckpt["state"]
@@ -115,7 +120,8 @@ class Session:
                 strategy.train(train_stream[t], num_workers=cfg.train.num_workers)
                 train_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                results = strategy.eval(test_stream, num_workers=cfg.train.num_workers)
+                # tasks seen so far only: R[t][j] for j > t is left undefined (None)
+                results = strategy.eval(test_stream[:t + 1], num_workers=cfg.train.num_workers)
                 r_row = [None] * n_exp
                 for key, value in results.items():
                     m = _EXP_KEY.match(key)
@@ -152,7 +158,7 @@ class Session:
         }
 
     @staticmethod
-    def _load_checkpoint(folder, device: torch.device):
+    def _load_checkpoint(folder, device: torch.device, say: Callable[[str], None]):
         """The checkpoint, its tensors where they were saved (on CPU for a CPU run)."""
         path = folder / "last.pt"
         if not path.exists():
@@ -160,8 +166,9 @@ class Session:
         try:
             return torch.load(path, map_location="cpu" if device.type == "cpu" else None,
                               weights_only=False)
-        except Exception:
-            return None  # an unreadable checkpoint means starting over, never a crash
+        except Exception as e:  # an unreadable checkpoint means starting over, never a crash
+            say(f"checkpoint {path} is unreadable ({e.__class__.__name__}): starting over")
+            return None
 
     @staticmethod
     def _save_checkpoint(folder, model, plugins, strategy, state, evaluator) -> None:
@@ -174,7 +181,7 @@ class Session:
                                          for g in opt.param_groups],
                     "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
                     "state": state, "reference": evaluator.reference, "rng": _rng_state(),
-                    "device": str(strategy.device)}, tmp)
+                    "device": str(strategy.device), "version": __version__}, tmp)
         tmp.replace(folder / "last.pt")
 
 

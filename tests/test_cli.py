@@ -97,3 +97,9 @@ def test_run_and_leaderboard_through_the_installed_command(tmp_path, tiny_weight
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_k_too_large_for_the_batch_is_a_config_error(capsys, tmp_path):
+    code, _, err = _run(["run", "--strategy", "fda", "--set", "strategy.k=100",
+                         "--out", str(tmp_path)], capsys)
+    _one_line_error(code, err, "strategy.k", "k=100", "64")

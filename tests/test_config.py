@@ -9,8 +9,21 @@ def test_defaults_and_overrides():
     cfg = make_config({"train": {"lr": 0.1}}, ["strategy.lam=2.5", "train.epochs=3"],
                       strategy="fda", seed=4)
     assert cfg.train.lr == 0.1 and cfg.train.epochs == 3 and cfg.seed == 4
-    assert cfg.strategy.name == "fda" and cfg.strategy.params == {"lam": 2.5}
-    assert to_dict(cfg)["strategy"] == {"name": "fda", "lam": 2.5}
+    assert cfg.strategy.name == "fda" and cfg.strategy.params["lam"] == 2.5
+    assert cfg.strategy.params["k"] == 8  # completed with the strategy's defaults
+    assert to_dict(cfg)["strategy"] == {"name": "fda", **cfg.strategy.params}
+
+
+def test_spelled_out_defaults_give_the_same_id():
+    implicit = make_config(strategy="fda")
+    explicit = make_config(strategy="fda", sets=["strategy.k=8", "strategy.tau=0.1"])
+    changed = make_config(strategy="fda", sets=["strategy.k=16"])
+    assert implicit.id == explicit.id != changed.id
+
+
+def test_numbers_written_as_text_are_numbers():
+    cfg = make_config({"train": {"lr": "1e-3"}, "strategy": {"name": "fda", "lam": "1e-1"}})
+    assert cfg.train.lr == 0.001 and cfg.strategy.params["lam"] == 0.1
 
 
 def test_id_is_stable_and_ignores_out():
@@ -54,4 +67,4 @@ def test_yaml_errors(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("strategy: {name: fda, k: 4}\nbenchmark: demo\n")
     cfg = make_config(load_yaml(str(good)))
-    assert cfg.strategy.params == {"k": 4} and cfg.benchmark.name == "demo"
+    assert cfg.strategy.params["k"] == 4 and cfg.benchmark.name == "demo"

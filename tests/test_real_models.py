@@ -73,7 +73,9 @@ def _check_record(cfg, rec: dict) -> None:
     assert m["R_columns"] == ["concept:shape[0:3]", "digits[0:4]"]
     assert m["P_columns"] == ["concept:shape[0:3]", "digits[0:4]", "concept:colour[0:3]"]
     assert [len(r) for r in m["R"]] == [2, 2] and [len(r) for r in m["P"]] == [3, 3, 3]
-    assert all(0.0 <= v <= 1.0 for row in m["R"] + m["P"] for v in row)
+    assert all(0.0 <= v <= 1.0 for row in m["P"] for v in row)
+    assert m["R"][0][1] is None  # task 2 not yet trained after experience 1
+    assert all(0.0 <= m["R"][t][j] <= 1.0 for t in range(2) for j in range(t + 1))
     final = disk["metrics"]["final"]
     assert final["a_lp"] == pytest.approx((m["P"][1][0] + m["P"][2][1]) / 2)
     assert final["bwt"] == pytest.approx(m["R"][1][0] - m["R"][0][0])

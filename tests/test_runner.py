@@ -22,8 +22,11 @@ def test_two_experience_run_gives_a_valid_record(tmp_path, tiny_weights):
     assert m["P_columns"] == ["concept:shape[0:3]", "digits[0:4]", "concept:colour[0:3]"]
     assert len(m["R"]) == 2 and all(len(r) == 2 for r in m["R"])
     assert len(m["P"]) == 3 and all(len(r) == 3 for r in m["P"])
-    for row in m["R"] + m["P"]:
+    for row in m["P"]:
         assert all(0.0 <= v <= 1.0 for v in row)
+    # R[t][j] is measured for the tasks seen so far and undefined after
+    assert m["R"][0][1] is None
+    assert all(0.0 <= v <= 1.0 for v in (m["R"][0][0], m["R"][1][0], m["R"][1][1]))
     final = disk["metrics"]["final"]
     assert set(final) >= {"a_lp", "delta_lp", "fwt", "bwt", "forgetting"}
     # a_lp is the mean over experiences of the probe accuracy on the task just trained

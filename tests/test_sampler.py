@@ -223,3 +223,16 @@ def test_plugin_inside_naive(kind, workers):
     per_exp = math.ceil(60 / 16) if kind == "random" else 60 // 12
     assert checker.checked == 2 * 2 * per_exp
     assert not torch.equal(before, model.encoder.net.weight)
+
+
+def test_hard_mining_uses_the_frozen_teacher_of_an_earlier_plugin():
+    from types import SimpleNamespace
+
+    teacher = torch.nn.Linear(2, 2)
+    other = SimpleNamespace(teacher=teacher)
+    sampler = BatchSamplerPlugin(kind="hard")
+    encoder = torch.nn.Linear(2, 2)
+    strategy = SimpleNamespace(plugins=[other, sampler], model=SimpleNamespace(encoder=encoder))
+    assert sampler._encoder(strategy) is teacher
+    strategy.plugins = [sampler, other]  # a plugin after the sampler has not snapshotted yet
+    assert sampler._encoder(strategy) is encoder

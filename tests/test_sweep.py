@@ -56,7 +56,10 @@ def test_grid_expansion_order_overrides_and_dedup(tmp_path, tiny_weights):
     assert got == expected  # strategies x benchmarks x seeds x overrides, in that order
     for r in runs:
         assert r.out == str(tmp_path / "res")
-        assert r.strategy.params == ({"k": 4} if r.strategy.name == "fda" else {})
+        if r.strategy.name == "fda":  # the suite's k, the other parameters at their defaults
+            assert r.strategy.params["k"] == 4 and r.strategy.params["lam"] == 1.0
+        else:
+            assert r.strategy.params == {}
         if r.benchmark.name == "other":  # its own overrides, under the grid's
             assert r.train.epochs == 3 and r.benchmark.experiences == ["digits[0:4]"]
             assert r.benchmark.probes == ["concept:colour[0:3]"]  # the rest from base

@@ -268,6 +268,15 @@ class BatchSamplerPlugin(SupervisedPlugin):
         self._queue: deque = deque()
 
     def _encoder(self, strategy: Any) -> nn.Module:
+        """The teacher whose class means drive hard mining: the frozen teacher of a plugin
+        listed before this one (FDA, Proxy-FDA: it may be the pre-trained model), else the
+        model's encoder as it is at the start of the experience (the previous-task model)."""
+        for plugin in getattr(strategy, "plugins", ()):
+            if plugin is self:
+                break
+            teacher = getattr(plugin, "teacher", None)
+            if isinstance(teacher, nn.Module):
+                return teacher
         encoder = getattr(strategy.model, self.encoder_attr, None)
         if not isinstance(encoder, nn.Module):
             raise ConfigError(f"encoder_attr: model {type(strategy.model).__name__} has no "

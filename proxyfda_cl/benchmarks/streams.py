@@ -66,7 +66,10 @@ def parse_subset(name: str) -> tuple[str, Optional[list[int]], Optional[tuple[in
         if not (a.isdigit() and b.isdigit()) or int(a) >= int(b):
             raise ConfigError(f"benchmark dataset {name!r}: class range must be [a:b] with a < b")
         return m.group("name"), None, (int(a), int(b))
-    return m.group("name"), [int(c) for c in sel.split(",") if c], None
+    picks = [int(c) for c in sel.split(",") if c]
+    if not picks:
+        raise ConfigError(f"benchmark dataset {name!r}: empty class selection; write [a:b] or [i,j,...]")
+    return m.group("name"), picks, None
 
 
 def _class_subset(task: TaskData, full_name: str, classes: list[int]) -> TaskData:

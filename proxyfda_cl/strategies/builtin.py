@@ -43,6 +43,8 @@ def ewc(*, ewc_lambda: float = 100.0, mode: str = "separate") -> StrategyRecipe:
 @register_strategy("lwf")
 def lwf(*, alpha: float = 1.0, temperature: float = 2.0) -> StrategyRecipe:
     """Learning without forgetting (Avalanche's ``LwFPlugin``, previous model in eval mode)."""
-    if alpha < 0 or temperature <= 0:
-        raise ValueError("alpha must be >= 0 and temperature > 0")
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     return StrategyRecipe(plugins=[EvalModeLwFPlugin(alpha=alpha, temperature=temperature)])

@@ -214,7 +214,9 @@ class ProxyFDAPlugin(TeacherPlugin):
         gen_lr: learning rate of the generator's optimizer.
         gamma_scale: variance target ``gamma = gamma_scale / sqrt(D)`` (ours).
         learnable_temperature, temp_lr: as in ``FDAPlugin``.
-        seed: seed of the generator's projection and initial weights.
+        seed: seed of the generator's projection and initial weights; ``None`` draws it from
+            torch's global generator when the generator is built, so runs with different seeds
+            start from different generators.
         encoder_attr: model attribute that holds the encoder.
         teacher: ``previous`` | ``pretrained`` | a ``Teacher``.
         teacher_cache_mb: cache teacher features by dataset index (see ``TeacherPlugin``).
@@ -223,12 +225,18 @@ class ProxyFDAPlugin(TeacherPlugin):
     def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
                  n_pos: int = 4, n_neg: int = 4, alpha: float = 1.0, gen_lr: float = 1e-3,
                  gamma_scale: float = 1.0, neg_weight: str = "constant", eps: float = 1e-6,
-                 learnable_temperature: bool = False, temp_lr: float = 1e-3, seed: int = 0,
+                 learnable_temperature: bool = False, temp_lr: float = 1e-3,
+                 seed: Optional[int] = None,
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
                  teacher_cache_mb: float = 0.0) -> None:
         _check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight)
-        if n_pos < 1 or n_neg < 1 or alpha < 0 or gen_lr <= 0 or gamma_scale < 0:
-            raise ValueError("n_pos and n_neg must be >= 1, alpha and gamma_scale >= 0, gen_lr > 0")
+        for key, value, ok, rule in (("n_pos", n_pos, n_pos >= 1, ">= 1"),
+                                     ("n_neg", n_neg, n_neg >= 1, ">= 1"),
+                                     ("alpha", alpha, alpha >= 0, ">= 0"),
+                                     ("gamma_scale", gamma_scale, gamma_scale >= 0, ">= 0"),
+                                     ("gen_lr", gen_lr, gen_lr > 0, "> 0")):
+            if not ok:
+                raise ValueError(f"{key} must be {rule}, got {value}")
         super().__init__(teacher=teacher, encoder_attr=encoder_attr,
                          teacher_cache_mb=teacher_cache_mb)
         self.lam, self.k, self.neg_weight, self.eps = lam, k, neg_weight, eps
@@ -241,8 +249,9 @@ class ProxyFDAPlugin(TeacherPlugin):
 
     def _ensure_generator(self, feats: torch.Tensor) -> ProxyGenerator:
         if self.generator is None:
+            seed = self.seed if self.seed is not None else int(torch.randint(2**31 - 1, ()))
             self.generator = ProxyGenerator(feats.shape[1], n_pos=self.n_pos, n_neg=self.n_neg,
-                                            seed=self.seed).to(feats.device)
+                                            seed=seed).to(feats.device)
             self.gen_optimizer = torch.optim.Adam(self.generator.parameters(), lr=self.gen_lr)
         elif self.generator.projection.device != feats.device:
             self.generator.to(feats.device)

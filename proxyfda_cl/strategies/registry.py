@@ -12,10 +12,10 @@ Config values are type-checked against the defaults' types before the call.
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..config import coerce
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -49,25 +49,23 @@ def strategy_defaults(name: str) -> dict:
             if p.default is not inspect.Parameter.empty}
 
 
-def _check(name: str, key: str, value: Any, default: Any) -> Any:
-    where = f"strategy.{key}"
+def _check(key: str, value: Any, default: Any) -> Any:
+    """``value`` coerced to the type of the parameter's default (``None`` defaults: any)."""
     if default is None or value is None:
         return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
-        return int(value)
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    return value
+    return coerce(value, type(default), f"strategy.{key}")
+
+
+def resolve_params(name: str, params: dict) -> dict:
+    """Every hyper-parameter of strategy ``name``: ``params`` checked and coerced, the rest
+    at their defaults. Raises ``ConfigError`` for an unknown strategy or parameter."""
+    defaults = strategy_defaults(name)
+    for key in params:
+        if key not in defaults:
+            valid = ", ".join(defaults) or "none"
+            raise ConfigError(f"strategy.{key}: unknown parameter of {name}; valid: {valid}")
+    return {key: _check(key, params[key], default) if key in params else default
+            for key, default in defaults.items()}
 
 
 def build_strategy(name: str, params: dict) -> StrategyRecipe:
@@ -78,13 +76,7 @@ def build_strategy(name: str, params: dict) -> StrategyRecipe:
             factory rejects (its ``ValueError`` becomes a one-line error).
     """
     factory = STRATEGIES.get(name)
-    defaults = strategy_defaults(name)
-    kwargs = {}
-    for key, value in params.items():
-        if key not in defaults:
-            valid = ", ".join(defaults) or "none"
-            raise ConfigError(f"strategy.{key}: unknown parameter of {name}; valid: {valid}")
-        kwargs[key] = _check(name, key, value, defaults[key])
+    kwargs = resolve_params(name, params)
     try:
         return factory(**kwargs)
     except ValueError as e:

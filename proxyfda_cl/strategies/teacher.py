@@ -96,6 +96,15 @@ class Teacher:
         self._cache = None
         self._store: Optional[dict] = None
 
+    def __getstate__(self) -> dict:
+        """What a checkpoint keeps: no feature cache or last-batch memo (rebuilt per
+        experience), and no frozen copy in ``previous`` mode (re-taken at the next one)."""
+        state = dict(self.__dict__)
+        state["_cache"] = state["_store"] = None
+        if self.mode == "previous":
+            state["module"] = state["_key"] = None
+        return state
+
     def snapshot(self, strategy) -> nn.Module:
         """Freeze a copy of the strategy's encoder; idempotent within one experience."""
         key = (id(strategy), strategy.clock.train_exp_counter)
