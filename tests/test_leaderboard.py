@@ -207,6 +207,6 @@ def test_runs_with_other_hyper_parameters_get_their_own_row():
     from proxyfda_cl.analysis.leaderboard import record_key, strategy_label
 
     assert strategy_label({"name": "fda", "k": 8}) == "fda"  # 8 is the default
-    assert strategy_label({"name": "fda", "k": 16, "tau": 0.2}) == "fda(k=16, tau=0.2)"
+    assert strategy_label({"name": "fda", "k": 16, "tau": 0.3}) == "fda(k=16, tau=0.3)"
     rec = {"config": {"benchmark": {"name": "demo"}, "strategy": {"name": "fda", "lam": 2.0}}}
     assert record_key(rec) == ("demo", "fda(lam=2.0)")
