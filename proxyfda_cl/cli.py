@@ -42,7 +42,7 @@ def cmd_run(a) -> int:
 
 
 def _pct(v) -> str:
-    return "—" if v is None else f"{100 * v:+.2f}%" if abs(v) < 1 and v < 0 else f"{100 * v:.2f}%"
+    return "—" if v is None else f"{100 * v:.2f}%"
 
 
 def cmd_sweep(a, *, suite: Optional[str] = None, seeds: Optional[int] = None) -> int:
