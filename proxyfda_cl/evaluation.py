@@ -12,7 +12,7 @@ import torch
 
 from .analysis.otdd import feature_distances
 from .analysis.probe import extract_features, fit_probe
-from .benchmarks.streams import Stream
+from .benchmarks.streams import Stream, limit
 
 
 class Evaluator:
@@ -32,21 +32,13 @@ class Evaluator:
         self.precision, self.seed, self.num_workers = precision, seed, num_workers
         self.columns = list(stream.experiences) + list(stream.probes)
         self.reference: dict[str, torch.Tensor] = {}
-        self._subsets: dict[str, torch.Tensor] = {}
 
     def _probe_train(self, name: str):
         """The probe's training split of ``name``: at most ``probe_train_size`` items, the
         same seeded subset after every experience (an experience's own training set can be
         larger than the probes')."""
         s = self.stream.sets[name]
-        cap = self.cfg.probe_train_size
-        if cap is None or len(s.train_targets) <= cap:
-            return s.train, s.train_targets
-        if name not in self._subsets:
-            g = torch.Generator().manual_seed(self.seed)
-            self._subsets[name] = torch.randperm(len(s.train_targets), generator=g)[:cap].sort().values
-        idx = self._subsets[name]
-        return torch.utils.data.Subset(s.train, idx.tolist()), s.train_targets[idx]
+        return limit(s.train, s.train_targets, self.cfg.probe_train_size, self.seed)
 
     def _features(self, encoder, ds) -> torch.Tensor:
         feats, _ = extract_features(encoder, ds, batch_size=self.cfg.batch_size,

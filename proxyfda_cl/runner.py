@@ -131,6 +131,18 @@ def preflight(cfg: RunConfig) -> None:
         DATASETS.get(split_name(parse_subset(name)[0])[0])
 
 
+def write_failed_record(cfg: RunConfig, error: str, tb: str = "") -> bool:
+    """Record ``cfg`` as failed with ``error`` (one line), unless its record is already
+    complete: a failure never replaces a finished result. Returns whether it wrote."""
+    path = record_path(cfg)
+    if is_complete(path):
+        return False
+    write_json_atomic(path, {"id": cfg.id, "status": "failed", "config": to_dict(cfg),
+                             "error": error, "traceback": tb,
+                             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return True
+
+
 def run(cfg: RunConfig, *, overwrite: bool = False, keep_checkpoints: bool = False,
         progress: bool = False, on_event: Optional[Callable[[str], None]] = None) -> dict:
     """Run ``cfg`` and write its record; returns the record.
@@ -157,13 +169,9 @@ def run(cfg: RunConfig, *, overwrite: bool = False, keep_checkpoints: bool = Fal
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise
-        if not (path.exists() and is_complete(path)):
-            msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-            write_json_atomic(path, {
-                "id": cfg.id, "status": "failed", "config": to_dict(cfg),
-                "error": f"{e.__class__.__name__}: {msg}",
-                "traceback": "" if isinstance(e, ProxyFDAError) else traceback.format_exc(),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        write_failed_record(cfg, f"{e.__class__.__name__}: {msg}",
+                            "" if isinstance(e, ProxyFDAError) else traceback.format_exc())
         raise
     write_json_atomic(path, record)
     if not keep_checkpoints:

@@ -19,14 +19,13 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
 from .config import RunConfig, load_yaml, make_config, set_dotted, to_dict
 from .errors import ConfigError, DataError
-from .results import is_complete, read_record, write_json_atomic
-from .runner import check_writable, preflight, record_path
+from .results import read_record
+from .runner import check_writable, preflight, record_path, write_failed_record
 
 SUITES_DIR = Path(__file__).parent / "suites"
 
@@ -196,13 +195,10 @@ def record_crash(cfg_dict: dict, error: str) -> dict:
     from .config import from_dict
 
     cfg = from_dict(cfg_dict)
-    path = record_path(cfg)
-    if is_complete(path):
-        return {"id": cfg.id, "status": "complete", "path": str(path)}
-    write_json_atomic(path, {"id": cfg.id, "status": "failed", "config": to_dict(cfg),
-                             "error": error, "traceback": "",
-                             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    return {"id": cfg.id, "status": "failed", "path": str(path), "error": error}
+    path = str(record_path(cfg))
+    if not write_failed_record(cfg, error):
+        return {"id": cfg.id, "status": "complete", "path": path}
+    return {"id": cfg.id, "status": "failed", "path": path, "error": error}
 
 
 def run_sweep(runs: list[RunConfig], *, engine: str = "local", workers: int = 1,
