@@ -146,6 +146,15 @@ def cmd_leaderboard(a) -> int:
         print(f"leaderboard: {a.out}")
     else:
         print(text)
+    if a.vs:
+        from .analysis.paired import paired_comparison, paired_markdown
+
+        known = {r["strategy"] for r in rows}
+        if a.vs not in known:
+            raise ProxyFDAError(f"--vs: no complete run of {a.vs!r} in {a.results_dir}; "
+                                f"choose one of: {', '.join(sorted(known)) or 'none'}")
+        print(paired_markdown(paired_comparison(records, a.vs, a.metric,
+                                                by_benchmark=a.by_benchmark)))
     return 0
 
 
@@ -278,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("results_dir")
     lb.add_argument("--format", choices=["md", "csv", "html"])
     lb.add_argument("--out")
+    lb.add_argument("--vs", metavar="STRATEGY",
+                    help="also print the paired difference of every strategy to this one, "
+                         "with a bootstrap CI over (benchmark, seed) pairs")
+    lb.add_argument("--metric", default="delta_lp",
+                    choices=["a_lp", "delta_lp", "fwt", "bwt", "forgetting"],
+                    help="metric of the paired comparison (default delta_lp)")
+    lb.add_argument("--by-benchmark", action="store_true",
+                    help="one paired row per benchmark instead of pooling them")
     lb.set_defaults(fn=cmd_leaderboard)
 
     pl = sub.add_parser("plot", help="figures from a results folder")

@@ -76,6 +76,9 @@ class TrainConfig:
     samples_per_class: int = 4
     num_workers: int = 0
     precision: str = "fp32"
+    head_init: str = "random"
+    freeze_head: bool = False
+    batchnorm: str = "train"
 
 
 @dataclass
@@ -90,6 +93,7 @@ class EvalConfig:
     distances: bool = True
     otdd_method: str = "auto"
     otdd_max_n: int = 1000
+    knn_k: int = 8
 
 
 @dataclass
@@ -119,10 +123,12 @@ CHOICES = {
     "train.schedule": ("constant", "cosine"),
     "train.sampler": ("auto", "random", "balanced", "hard"),
     "train.precision": ("fp32", "bf16"),
+    "train.head_init": ("random", "probe"),
+    "train.batchnorm": ("train", "frozen"),
     "eval.otdd_method": ("auto", "exact", "sinkhorn"),
 }
 POSITIVE = {"train.epochs", "train.lr", "train.batch_size", "train.classes_per_batch",
-            "train.samples_per_class", "eval.batch_size", "eval.otdd_max_n",
+            "train.samples_per_class", "eval.batch_size", "eval.otdd_max_n", "eval.knn_k",
             "eval.probe_train_size", "eval.probe_test_size", "eval.probe_tol", "benchmark.train_size",
             "benchmark.test_size", "benchmark.image_size", "backbone.input_size", "train.grad_clip"}
 NON_NEGATIVE = {"seed", "train.momentum", "train.weight_decay", "train.warmup_steps",

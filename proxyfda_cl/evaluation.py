@@ -1,4 +1,4 @@
-"""Evaluation after each experience: linear probes (P) and feature distances.
+"""Evaluation after each experience: linear probes (P), feature distances and kNN overlap.
 
 Features are extracted once per (encoder state, dataset split) and reused by the probe,
 the L2 distance and OTDD. The pre-trained encoder's test features are kept as the
@@ -12,6 +12,7 @@ import torch
 
 from .analysis.otdd import feature_distances
 from .analysis.probe import extract_features, fit_probe
+from .analysis.structure import knn_overlap
 from .benchmarks.streams import Stream, limit
 
 
@@ -72,5 +73,7 @@ class Evaluator:
                 d = feature_distances(self.reference[name], test_x, s.test_targets,
                                       method=self.cfg.otdd_method, max_n=self.cfg.otdd_max_n,
                                       seed=self.seed)
+                k = min(self.cfg.knn_k, len(test_x) - 1)
+                d["knn_overlap"] = knn_overlap(self.reference[name], test_x, k) if k >= 1 else None
                 dists.append({"experience": experience, "dataset": name, **d})
         return row, dists

@@ -23,9 +23,13 @@ from .evaluation import Evaluator
 from .models import EncoderWithHeads, build_encoder, image_transform
 from .runner import (_rng_state, _set_rng_state, checkpoint_dir, resolve_device, seed_everything,
                      versions)
-from .strategies import build_strategy
-from .training import AutocastPlugin, GradClipPlugin, LRSchedulePlugin, StepTimerPlugin
+from .strategies import build_strategy, strategy_defaults
+from .training import (AutocastPlugin, DivergenceGuardPlugin, FrozenBatchNormPlugin,
+                       GradClipPlugin, HeadInitPlugin, LRSchedulePlugin, StepTimerPlugin)
 
+#: A task accuracy at most ``chance + COLLAPSE_MARGIN * (1 - chance)`` after its experience
+#: marks the run as collapsed (for 10 classes: at most 19%).
+COLLAPSE_MARGIN = 0.1
 _EXP_KEY = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
 
 
@@ -93,10 +97,20 @@ class Session:
                  LRSchedulePlugin(base_lr=cfg.train.lr, warmup_steps=cfg.train.warmup_steps,
                                   schedule=cfg.train.schedule),
                  timer]
+        if cfg.train.head_init != "random" or cfg.train.freeze_head:
+            extra.append(HeadInitPlugin(mode=cfg.train.head_init, freeze=cfg.train.freeze_head,
+                                        batch_size=cfg.eval.batch_size, grid=cfg.eval.probe_grid,
+                                        seed=cfg.seed, num_workers=cfg.train.num_workers))
+        if cfg.train.batchnorm == "frozen":
+            extra.append(FrozenBatchNormPlugin())
         if cfg.train.grad_clip:
             extra.append(GradClipPlugin(max_norm=cfg.train.grad_clip))
         if cfg.train.precision == "bf16":
             extra.append(AutocastPlugin(device_type=device.type))
+        weights = [k for k in ("lam", "alpha") if k in cfg.strategy.params or
+                   k in strategy_defaults(cfg.strategy.name)]
+        extra.append(DivergenceGuardPlugin(
+            lr=cfg.train.lr, hint="".join(f" or strategy.{k}" for k in weights)))
         optimizer = make_optimizer(model, cfg.train)
         strategy = Naive(model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
                          train_mb_size=cfg.train.batch_size,
@@ -128,6 +142,12 @@ class Session:
                     if m:
                         r_row[int(m.group(1))] = float(value)
                 p_row, dists = evaluator.evaluate(model.encoder, t + 1)
+                chance = 1.0 / stream.sets[stream.experiences[t]].num_classes
+                acc = r_row[t]
+                if acc is not None and acc <= chance + COLLAPSE_MARGIN * (1 - chance):
+                    state.setdefault("collapsed", []).append(t + 1)
+                    self.say(f"experience {t + 1}: task accuracy {100 * acc:.1f}% is at chance "
+                             f"({100 * chance:.1f}%): the run collapsed")
                 state["R"].append(r_row)
                 state["P"].append(p_row)
                 state["distances"].extend(dists)
@@ -151,6 +171,7 @@ class Session:
                          "P": state["P"], "P_columns": evaluator.columns},
             "metrics": metrics,
             "distances": state["distances"],
+            "collapsed": state.get("collapsed", []),
             "timing": {"per_experience": state["timing"],
                        "pre_eval_s": state.get("pre_eval_s"),
                        "total_s": time.perf_counter() - t_start},

@@ -1,5 +1,6 @@
 """Plugins the runner adds to every strategy: LR schedule, gradient clipping, bf16 autocast,
-step timing. Each works inside any Avalanche strategy."""
+step timing, head initialisation, frozen BatchNorm statistics and a divergence guard. Each
+works inside any Avalanche strategy."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +9,8 @@ import time
 
 import torch
 from avalanche.core import SupervisedPlugin
+
+from .errors import ProxyFDAError
 
 
 class LRSchedulePlugin(SupervisedPlugin):
@@ -118,3 +121,132 @@ class StepTimerPlugin(SupervisedPlugin):
             return None
         s = sorted(self.times)
         return s[len(s) // 2]
+
+
+class HeadInitPlugin(SupervisedPlugin):
+    """Initialise each new task head from a linear probe and optionally freeze the heads.
+
+    With ``mode="probe"`` the head of the experience's task is set, before its first step, to
+    a multinomial logistic regression fitted on the encoder's features of the experience's
+    training set (the raw features the head sees; penalty chosen on a held-out 10% from
+    ``grid``), as the LDIFS protocol initialises its heads. ``mode="random"`` keeps Avalanche's
+    initialisation. With ``freeze`` the heads are not trained (their parameters get no
+    gradient), so only the encoder moves.
+
+    Args:
+        mode: ``random`` or ``probe``.
+        freeze: keep every task head fixed.
+        batch_size: images per forward pass when extracting features.
+        max_samples: at most this many training images for the probe (a seeded subset).
+        grid: the probe's L2 penalties.
+        seed: seeds the subset and the held-out split.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(self, *, mode: str = "probe", freeze: bool = False, batch_size: int = 256,
+                 max_samples: int | None = 10000, grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2),
+                 seed: int = 0, num_workers: int = 0) -> None:
+        super().__init__()
+        if mode not in ("random", "probe"):
+            raise ValueError(f"head_init must be random or probe, got {mode!r}")
+        self.mode, self.freeze, self.batch_size = mode, freeze, batch_size
+        self.max_samples, self.grid, self.seed = max_samples, tuple(grid), seed
+        self.num_workers = num_workers
+
+    def before_training_exp(self, strategy, **kwargs):
+        from .analysis.probe import extract_features, fit_linear
+
+        model = strategy.model
+        task = int(strategy.experience.task_labels[0])
+        head = model.heads.classifiers[str(task)].classifier
+        if self.mode == "probe":
+            ds = strategy.experience.dataset
+            n = len(ds)
+            if self.max_samples is not None and n > self.max_samples:
+                g = torch.Generator().manual_seed(self.seed)
+                idx = torch.randperm(n, generator=g)[:self.max_samples].sort().values
+                ds = ds.subset(idx.tolist())
+            feats, labels = extract_features(model.encoder, ds.eval(), batch_size=self.batch_size,
+                                             device=strategy.device, num_workers=self.num_workers)
+            fit = fit_linear(feats, labels, grid=self.grid, seed=self.seed, normalize=False)
+            with torch.no_grad():
+                rows = fit.classes.to(head.weight.device)
+                if int(rows.max()) >= head.out_features:
+                    raise ValueError(f"head of task {task} has {head.out_features} outputs, "
+                                     f"labels reach {int(rows.max())}")
+                head.weight.zero_()  # labels absent from the data score below every present one
+                head.bias.fill_(float(fit.bias.min()) - 10.0)
+                head.weight[rows] = fit.weight.to(head.weight)
+                head.bias[rows] = fit.bias.to(head.bias)
+        for p in model.heads.parameters():
+            p.requires_grad_(not self.freeze)
+
+
+class FrozenBatchNormPlugin(SupervisedPlugin):
+    """Keep every BatchNorm layer of the encoder in eval mode while training: the running
+    statistics stay those of the pre-trained model (its affine weights still train)."""
+
+    def __init__(self, *, encoder_attr: str = "encoder") -> None:
+        super().__init__()
+        self.encoder_attr = encoder_attr
+        self._layers: list = []
+
+    def before_training_exp(self, strategy, **kwargs):
+        enc = getattr(strategy.model, self.encoder_attr)
+        self._layers = [m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+    def before_training_iteration(self, strategy, **kwargs):
+        for m in self._layers:
+            m.eval()
+
+
+class DivergedError(ProxyFDAError):
+    """The training loss became non-finite."""
+
+
+class DivergenceGuardPlugin(SupervisedPlugin):
+    """Stop training when the loss becomes non-finite, with one line naming the experience,
+    the step and what to lower.
+
+    The check stays on the device (no host sync per step): a flag and the first bad step
+    are kept there and read every ``check_every`` iterations and at the end of each epoch.
+    Add it after every plugin that adds to the loss.
+    """
+
+    def __init__(self, *, lr: float, check_every: int = 25, hint: str = "") -> None:
+        super().__init__()
+        self.lr, self.check_every, self.hint = lr, check_every, hint
+        self.step = 0
+        self._bad = None
+        self._first = None
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.step = 0
+        self._bad = self._first = None
+
+    def before_backward(self, strategy, **kwargs):
+        bad = ~torch.isfinite(strategy.loss.detach())
+        step = torch.tensor(self.step, device=bad.device)
+        if self._bad is None:
+            self._bad, self._first = bad.clone(), torch.where(bad, step, torch.full_like(step, -1))
+        else:
+            self._first = torch.where(self._bad | ~bad, self._first, step)
+            self._bad = self._bad | bad
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.step += 1
+        if self.step % self.check_every == 0:
+            self.check(strategy)
+
+    def after_training_epoch(self, strategy, **kwargs):
+        self.check(strategy)
+
+    def check(self, strategy) -> None:
+        """Raise ``DivergedError`` if a non-finite loss was seen."""
+        if self._bad is None or not bool(self._bad):
+            return
+        exp = strategy.clock.train_exp_counter + 1
+        step = int(self._first) + 1
+        raise DivergedError(f"training diverged: the loss became non-finite in experience {exp} "
+                            f"at step {step}; lower train.lr (now {self.lr:g})"
+                            f"{self.hint}, or set train.grad_clip")

@@ -111,8 +111,27 @@ def test_correlation_markdown_shows_both_distances():
              "l2": correlate(x, [1.0, 0.5, 0.0, -0.5, -1.0], n_boot=20)}
     text = correlation_markdown(table)
     rows = [line for line in text.splitlines() if line.startswith("| OTDD") or line.startswith("| L2")]
-    assert rows[0].split("|")[2].strip() == "+1.000" and rows[1].split("|")[2].strip() == "-1.000"
+    assert rows[0].split("|")[3].strip() == "+1.000" and rows[1].split("|")[3].strip() == "-1.000"
+    assert rows[0].split("|")[2].strip() == "5"
     assert "over 5 (run, experience, dataset) points" in text
+    assert "kNN" not in text  # no knn_loss entry, no row
+
+
+def test_knn_loss_is_a_third_distance_over_the_points_that_have_it():
+    from proxyfda_cl.analysis.correlation import correlation_markdown, correlation_table
+
+    def rec(i, knn):
+        return {"id": f"r{i}", "config": {"strategy": {"name": "naive"}, "seed": i},
+                "stream": ["a"], "probes": ["c"],
+                "matrices": {"P": [[0.9, 0.8], [0.9, 0.8 - 0.1 * i]], "P_columns": ["a", "c"]},
+                "distances": [{"experience": 1, "dataset": "c", "l2": 0.1 * i, "otdd": 0.2 * i,
+                               **({} if knn is None else {"knn_overlap": knn})}]}
+
+    recs = [rec(i, None if i == 0 else 1.0 - 0.05 * i) for i in range(5)]
+    table = correlation_table(recs, n_boot=50)
+    assert table["otdd"]["n"] == 5 and table["knn_loss"]["n"] == 4
+    assert table["knn_loss"]["pearson"] == pytest.approx(1.0)
+    assert "| 1 − kNN overlap | 4 | +1.000 |" in correlation_markdown(table)
 
 
 def test_held_out_points_leave_out_datasets_already_trained():

@@ -110,3 +110,66 @@ def test_bad_batch_or_k_is_a_one_line_error(b, k):
 def test_unknown_negative_weight_is_rejected():
     with pytest.raises(ValueError, match="neg_weight"):
         fda_loss(torch.randn(6, 4), torch.randn(6, 4), k=2, neg_weight="zero")
+
+
+def reference_boundary_fda(x, t, k, tau, bias):
+    """``boundary="teacher"`` anchor by anchor: the sigmoid's boundary sits at the midpoint
+    of anchor i's K-th and (K+1)-th teacher cosines, ``softplus(w (( m_i - cos)/tau + b))``."""
+    b = x.shape[0]
+    xn = x / x.norm(dim=1, keepdim=True)
+    tn = t / t.norm(dim=1, keepdim=True)
+    total = 0.0
+    for i in range(b):
+        sims = sorted(((float(tn[i] @ tn[j]), j) for j in range(b) if j != i), reverse=True)
+        m = (sims[k - 1][0] + sims[k][0]) / 2
+        neighbours = {j for _, j in sims[:k]}
+        li = 0.0
+        for j in range(b):
+            if j == i:
+                continue
+            w = max(float(tn[i] @ tn[j]), 1e-6) if j in neighbours else -1.0
+            li = li + torch.log(1 + torch.exp(w * ((m - xn[i] @ xn[j]) / tau + bias)))
+        total = total + li / (b - 1)
+    return total / b
+
+
+@pytest.mark.parametrize("bias", [0.0, -0.7])
+def test_teacher_boundary_matches_reference_loop(bias):
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(9, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(9, 5, generator=g, dtype=torch.float64).abs()  # all cosines positive
+    ours = fda_loss(x, t, k=3, tau=0.1, bias=bias, boundary="teacher")
+    ref = reference_boundary_fda(x, t, 3, 0.1, bias)
+    assert float(ours) == pytest.approx(float(ref), rel=1e-10)
+    g1, = torch.autograd.grad(ours, x)
+    g2, = torch.autograd.grad(ref, x)
+    assert torch.allclose(g1, g2, atol=1e-10)
+
+
+def test_teacher_boundary_learnable_tau_gets_the_gradient_of_the_whole_term():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    t = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    tau = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    fda_loss(x, t, 2, tau, 0.0, boundary="teacher").backward()
+    eps = 1e-6
+    num = (fda_loss(x, t, 2, 0.2 + eps, 0.0, boundary="teacher")
+           - fda_loss(x, t, 2, 0.2 - eps, 0.0, boundary="teacher")) / (2 * eps)
+    assert float(tau.grad) == pytest.approx(float(num), rel=1e-6)
+
+
+def test_teacher_boundary_pushes_less_when_every_cosine_is_positive():
+    """Non-negative features (post-ReLU): at the teacher's own configuration the fixed
+    boundary cos = 0 pushes every non-neighbour away; the teacher boundary barely does."""
+    g = torch.Generator().manual_seed(6)
+    t = torch.rand(32, 16, generator=g, dtype=torch.float64)
+    x = t.clone().requires_grad_(True)
+    fixed = torch.autograd.grad(fda_loss(x, t, 4, 0.2, 0.0), x)[0].norm()
+    teach = torch.autograd.grad(fda_loss(x, t, 4, 0.2, 0.0, boundary="teacher"), x)[0].norm()
+    assert teach < 0.5 * fixed
+
+
+def test_unknown_boundary_is_rejected():
+    x = torch.randn(6, 3)
+    with pytest.raises(ValueError, match="boundary must be one of"):
+        fda_loss(x, x, 2, boundary="middle")

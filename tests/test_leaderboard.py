@@ -131,7 +131,8 @@ def test_markdown_percentages():
     assert cells[:4] == ["1", "demo", "fda", "3"]
     assert cells[5] == "2.00 ± 1.00"   # mean 0.02, sample std 0.01
     assert cells[6] == "—"             # fwt null in every seed
-    assert cells[9] == "3.0 ± 0.0"     # train time in seconds
+    assert cells[9] == "—"             # no distances in these records
+    assert cells[12] == "3.0 ± 0.0"    # train time in seconds
     one = [c.strip() for c in lines[3].strip("|").split("|")]
     assert one[5] == "0.12" and "±" not in one[5]
 
@@ -139,7 +140,7 @@ def test_markdown_percentages():
 def test_markdown_escapes_pipes():
     md = to_markdown(leaderboard([make_record(strat="a|b")]))
     assert "a\\|b" in md
-    assert all(len(re.split(r"(?<!\\)\|", ln)) == 12 for ln in md.strip().split("\n"))
+    assert all(len(re.split(r"(?<!\\)\|", ln)) == 15 for ln in md.strip().split("\n"))
 
 
 def test_csv_round_trip(folder):
@@ -210,3 +211,24 @@ def test_runs_with_other_hyper_parameters_get_their_own_row():
     assert strategy_label({"name": "fda", "k": 16, "tau": 0.3}) == "fda(k=16, tau=0.3)"
     rec = {"config": {"benchmark": {"name": "demo"}, "strategy": {"name": "fda", "lam": 2.0}}}
     assert record_key(rec) == ("demo", "fda(lam=2.0)")
+
+
+def test_distances_of_the_last_experience_collapsed_runs_and_random_init_are_shown():
+    recs = []
+    for seed, knn in enumerate([0.8, 0.6]):
+        r = make_record(strat="fda", seed=seed)
+        r["distances"] = [  # experience 1 is ignored; experience 2 is averaged over datasets
+            {"experience": 1, "dataset": "t0", "l2": 9.0, "otdd": 9.0, "knn_overlap": 0.0},
+            {"experience": 2, "dataset": "t0", "l2": 0.2, "otdd": 0.4, "knn_overlap": knn},
+            {"experience": 2, "dataset": "p", "l2": 0.4, "otdd": 0.6, "knn_overlap": knn}]
+        r["collapsed"] = [2] if seed == 1 else []
+        recs.append(r)
+    rnd = make_record(strat="naive")
+    rnd["config"]["backbone"] = {"name": "timm:vit_small_patch16_224", "weights": "random"}
+    rows = {r["strategy"]: r for r in leaderboard(recs + [rnd])}
+    row = rows["fda"]
+    assert row["l2_mean"] == pytest.approx(0.3) and row["otdd_mean"] == pytest.approx(0.5)
+    assert row["knn_overlap_mean"] == pytest.approx(0.7) and row["n_collapsed"] == 1
+    assert "naive [random init]" in rows
+    md = to_markdown(list(rows.values()))
+    assert "fda (collapsed: 1 of 2 seeds)" in md and "70.00 ± 14.14" in md and "0.300" in md

@@ -86,7 +86,8 @@ def forgetting_points(records: Iterable[dict], *, held_out: bool = False) -> lis
     probe accuracies are null, are skipped.
 
     Returns:
-        dicts ``{run, strategy, seed, experience, dataset, forgetting, otdd, l2}``.
+        dicts ``{run, strategy, seed, experience, dataset, forgetting, otdd, l2, knn_loss}``;
+        ``knn_loss = 1 - knn_overlap`` (None for records written before it existed).
 
     Raises:
         DataError: a record lacks ``matrices.P``/``P_columns`` or names an unknown dataset
@@ -119,9 +120,11 @@ def forgetting_points(records: Iterable[dict], *, held_out: bool = False) -> lis
             p0, pt = p[0][j], p[t][j]
             if p0 is None or pt is None:
                 continue
+            knn = e.get("knn_overlap")
             points.append({"run": run, "strategy": strategy, "seed": cfg.get("seed"),
                            "experience": t, "dataset": d, "forgetting": float(p0) - float(pt),
-                           "otdd": float(e["otdd"]), "l2": float(e["l2"])})
+                           "otdd": float(e["otdd"]), "l2": float(e["l2"]),
+                           "knn_loss": None if knn is None else 1.0 - float(knn)})
     return points
 
 
@@ -131,13 +134,19 @@ def correlation_table(records: Iterable[dict], *, n_boot: int = 1000, seed: int 
     (only held-out datasets' points with ``held_out``, see ``forgetting_points``).
 
     Returns:
-        ``{"otdd": correlate(otdd, forgetting), "l2": correlate(l2, forgetting)}``; the
-        number of points is each entry's ``n``.
+        ``{"otdd": correlate(otdd, forgetting), "l2": correlate(l2, forgetting)}``, plus
+        ``"knn_loss"`` (``1 - knn_overlap``, over the points that have it) when any point
+        has it; the number of points is each entry's ``n``.
     """
     pts = forgetting_points(records, held_out=held_out)
     forg = [q["forgetting"] for q in pts]
-    return {"otdd": correlate([q["otdd"] for q in pts], forg, n_boot=n_boot, seed=seed),
-            "l2": correlate([q["l2"] for q in pts], forg, n_boot=n_boot, seed=seed)}
+    out = {"otdd": correlate([q["otdd"] for q in pts], forg, n_boot=n_boot, seed=seed),
+           "l2": correlate([q["l2"] for q in pts], forg, n_boot=n_boot, seed=seed)}
+    knn = [q for q in pts if q["knn_loss"] is not None]
+    if knn:
+        out["knn_loss"] = correlate([q["knn_loss"] for q in knn], [q["forgetting"] for q in knn],
+                                    n_boot=n_boot, seed=seed)
+    return out
 
 
 def correlation_markdown(table: dict) -> str:
@@ -151,9 +160,11 @@ def correlation_markdown(table: dict) -> str:
     lines = [f"Forgetting (P[0][d] - P[t][d]) against feature distance over "
              f"{table['otdd']['n']} (run, experience, dataset) points; "
              f"{int(100 * table['otdd'].get('ci', 0.95))}% bootstrap intervals.", "",
-             "| distance | Pearson r | CI | Spearman rho | CI |", "|---|---:|---|---:|---|"]
-    for name in ("otdd", "l2"):
+             "| distance | n | Pearson r | CI | Spearman rho | CI |",
+             "|---|---:|---:|---|---:|---|"]
+    names = {"otdd": "OTDD", "l2": "L2", "knn_loss": "1 − kNN overlap"}
+    for name in (n for n in names if n in table):
         c = table[name]
-        lines.append(f"| {name.upper()} | {num(c['pearson'])} | {ci(c['pearson_ci'])} | "
+        lines.append(f"| {names[name]} | {c['n']} | {num(c['pearson'])} | {ci(c['pearson_ci'])} | "
                      f"{num(c['spearman'])} | {ci(c['spearman_ci'])} |")
     return "\n".join(lines)

@@ -21,9 +21,11 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__)
 
 METRICS = ("a_lp", "delta_lp", "fwt", "bwt", "forgetting")
-COLUMNS = METRICS + ("train_s",)
+DISTANCES = ("l2", "otdd", "knn_overlap")
+COLUMNS = METRICS + DISTANCES + ("train_s",)
 LABELS = {"a_lp": "A_LP (%)", "delta_lp": "Δ_LP (%)", "fwt": "FWT (%)", "bwt": "BWT (%)",
-          "forgetting": "Forgetting (%)", "train_s": "Train (s)"}
+          "forgetting": "Forgetting (%)", "l2": "L2", "otdd": "OTDD",
+          "knn_overlap": "kNN overlap (%)", "train_s": "Train (s)"}
 DASH = "—"
 FORMATS = ("md", "csv", "html")
 
@@ -49,7 +51,11 @@ def record_key(rec: dict) -> tuple[str, str]:
         if not isinstance(v, str) or not v:
             raise ValueError(f"config.{field}.name missing or not a string")
         names.append(v)
-    return names[0], strategy_label(cfg["strategy"]) if isinstance(cfg["strategy"], dict) else names[1]
+    label = strategy_label(cfg["strategy"]) if isinstance(cfg["strategy"], dict) else names[1]
+    backbone = cfg.get("backbone")
+    if isinstance(backbone, dict) and backbone.get("weights") == "random":
+        label += " [random init]"
+    return names[0], label
 
 
 def strategy_label(strategy: dict) -> str:
@@ -125,6 +131,20 @@ def _final_metrics(rec: dict) -> dict:
     return out
 
 
+def _final_distances(rec: dict) -> dict:
+    """Mean L2, OTDD and kNN overlap over the datasets of the last experience's distance
+    entries (``None`` where absent, e.g. records written before ``knn_overlap`` existed)."""
+    entries = [d for d in rec.get("distances") or [] if isinstance(d, dict)]
+    last = max((d.get("experience") for d in entries if is_number(d.get("experience"))),
+               default=None)
+    out = {}
+    for key in DISTANCES:
+        vals = [d.get(key) for d in entries if d.get("experience") == last]
+        vals = [float(v) for v in vals if is_number(v)]
+        out[key] = sum(vals) / len(vals) if vals else None
+    return out
+
+
 def _train_time(rec: dict) -> Optional[float]:
     """Sum of ``train_s`` over experiences; None when timing is absent or malformed."""
     timing = rec.get("timing")
@@ -173,11 +193,14 @@ def leaderboard(records: list[dict], problems: Optional[list] = None) -> list[di
             except ValueError as e:
                 report(problems, f"record {describe(rec)}: {e}; skipped")
                 continue
-            runs.append({**vals, "train_s": _train_time(rec), "seed": rec["config"].get("seed")})
+            runs.append({**vals, **_final_distances(rec), "train_s": _train_time(rec),
+                         "seed": rec["config"].get("seed"),
+                         "collapsed": bool(rec.get("collapsed"))})
         if not runs:
             continue
         row: dict[str, Any] = {"benchmark": bench, "strategy": strat, "rank": None,
-                               "n_seeds": len(runs), "seeds": [r["seed"] for r in runs]}
+                               "n_seeds": len(runs), "seeds": [r["seed"] for r in runs],
+                               "n_collapsed": sum(r["collapsed"] for r in runs)}
         for m in COLUMNS:
             row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = mean_std([r[m] for r in runs])
         rows.append(row)
@@ -194,14 +217,18 @@ def _cell(row: dict, m: str) -> str:
     mean, std = row[f"{m}_mean"], row[f"{m}_std"]
     if mean is None:
         return DASH
-    scale, fmt = (1.0, "{:.1f}") if m == "train_s" else (100.0, "{:.2f}")
+    scale, fmt = {"train_s": (1.0, "{:.1f}"), "l2": (1.0, "{:.3f}"),
+                  "otdd": (1.0, "{:.3f}")}.get(m, (100.0, "{:.2f}"))
     text = fmt.format(mean * scale)
     return text if std is None else f"{text} ± {fmt.format(std * scale)}"
 
 
 def _display(row: dict) -> list[str]:
     rank = DASH if row["rank"] is None else str(row["rank"])
-    return [rank, row["benchmark"], row["strategy"], str(row["n_seeds"])] + [
+    name = row["strategy"]
+    if row.get("n_collapsed"):
+        name += f" (collapsed: {row['n_collapsed']} of {row['n_seeds']} seeds)"
+    return [rank, row["benchmark"], name, str(row["n_seeds"])] + [
         _cell(row, m) for m in COLUMNS]
 
 
@@ -219,7 +246,7 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ["benchmark", "strategy", "rank", "n_seeds", "seeds"] + [
+CSV_FIELDS = ["benchmark", "strategy", "rank", "n_seeds", "seeds", "n_collapsed"] + [
     f"{m}_{s}" for m in COLUMNS for s in ("mean", "std", "n")]
 
 
@@ -270,7 +297,8 @@ def to_html(rows: list[dict], title: str = "proxyfda-cl leaderboard") -> str:
             f"<h1>{e(title)}</h1>\n<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
             + "\n".join(body) + "\n</tbody>\n</table>\n"
             '<p class="note">Mean ± sample std over seeds; accuracies in percentage points; '
-            "rank by mean Δ_LP within each benchmark; — = unavailable.</p>\n</body>\n</html>\n")
+            "rank by mean Δ_LP within each benchmark; L2, OTDD and kNN overlap: mean over the datasets "
+            "after the last experience; — = unavailable.</p>\n</body>\n</html>\n")
 
 
 def write_leaderboard(records: list[dict], out_path: str | Path, fmt: Optional[str] = None,

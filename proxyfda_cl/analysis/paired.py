@@ -93,3 +93,19 @@ def paired_comparison(records: list, baseline: str = "naive", metric: str = "del
                          "ci_low": lo, "ci_high": hi})
     rows.sort(key=lambda r: (r["benchmark"], -r["mean"], r["strategy"]))
     return rows
+
+
+def paired_markdown(rows: list[dict]) -> str:
+    """``paired_comparison`` rows as a markdown table, in percentage points."""
+    if not rows:
+        return "No pairs: no strategy shares benchmark, backbone and seed with the baseline."
+    r0 = rows[0]
+    lines = [f"Paired difference in {r0['metric']} against {r0['baseline']} (same benchmark, "
+             f"backbone and seed; mean over pairs, 95% bootstrap CI; percentage points).", "",
+             "| benchmark | strategy | pairs | mean | 95% CI |", "|---|---|---:|---:|---|"]
+    for r in rows:
+        ci = ("—" if math.isnan(r["ci_low"])
+              else f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]")
+        lines.append(f"| {r['benchmark']} | {r['strategy']} | {r['n']} | "
+                     f"{100 * r['mean']:+.2f} | {ci} |")
+    return "\n".join(lines)

@@ -181,29 +181,62 @@ def fit_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor
     Returns:
         A :class:`ProbeResult`.
     """
+    device = torch.device(device) if device is not None else train_x.device
+    fit = fit_linear(train_x, train_y, grid=grid, val_fraction=val_fraction, seed=seed,
+                     max_iter=max_iter, tol=tol, device=device, dtype=dtype)
+    test_y = test_y.reshape(-1).cpu().long()
+    pos = torch.searchsorted(fit.classes, test_y).clamp_(max=len(fit.classes) - 1)
+    yte = torch.where(fit.classes[pos] == test_y, pos, torch.full_like(pos, -1)).to(device)
+    xte = F.normalize(test_x.to(device, dtype), dim=1)
+    if len(yte) == 0:
+        acc = float("nan")
+    else:
+        acc = ((xte @ fit.weight.T + fit.bias).argmax(1) == yte).double().mean().item()
+    return ProbeResult(accuracy=acc, weight_decay=fit.weight_decay,
+                       val_accuracies=fit.val_accuracies, n_train=fit.n_train, n_test=len(yte))
+
+
+@dataclass
+class LinearFit:
+    """A fitted linear classifier in the input's coordinates: ``logits = x @ weight.T + bias``
+    (``x`` L2-normalised first when ``normalize``); row ``c`` scores label ``classes[c]``."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    classes: torch.Tensor
+    weight_decay: float
+    val_accuracies: dict
+    n_train: int
+
+
+def fit_linear(train_x: torch.Tensor, train_y: torch.Tensor, *,
+               grid: Sequence[float] = DEFAULT_GRID, val_fraction: float = 0.1, seed: int = 0,
+               max_iter: int = 200, tol: float = 1e-6, device: Optional[str | torch.device] = None,
+               dtype: torch.dtype = torch.float32, normalize: bool = True) -> LinearFit:
+    """Multinomial logistic regression with its L2 penalty chosen on a held-out split: the
+    fit behind ``fit_probe`` (same arguments), also used to initialise task heads from a
+    probe (``normalize=False``: on the raw features the head sees)."""
     if len(grid) == 0:
         raise ConfigError("grid: empty; give at least one weight_decay value")
     if len(train_y) == 0:
         raise DataError("fit_probe: no train features; pass a non-empty train split")
     device = torch.device(device) if device is not None else train_x.device
-    train_y, test_y = train_y.reshape(-1).cpu().long(), test_y.reshape(-1).cpu().long()
+    train_y = train_y.reshape(-1).cpu().long()
     classes = torch.unique(train_y)
     ytr = torch.searchsorted(classes, train_y)
-    pos = torch.searchsorted(classes, test_y).clamp_(max=len(classes) - 1)
-    yte = torch.where(classes[pos] == test_y, pos, torch.full_like(pos, -1))
     n_classes = len(classes)
 
-    xtr = F.normalize(train_x.to(device, dtype), dim=1)
-    xte = F.normalize(test_x.to(device, dtype), dim=1)
+    xtr = train_x.to(device, dtype)
+    if normalize:
+        xtr = F.normalize(xtr, dim=1)
     # Exact reparametrisation for conditioning: centre by the train mean and scale the bias
     # input to the features' per-dimension spread (the bias is unpenalised, so the minimiser
     # and its predictions do not change).
     mean = xtr.mean(0, keepdim=True)
-    xtr, xte = xtr - mean, xte - mean
+    xtr = xtr - mean
     scale = xtr.pow(2).sum(1).mean().div(xtr.shape[1]).sqrt().clamp_min(1e-6).item()
     xtr = torch.cat([xtr, torch.full((len(xtr), 1), scale, device=device, dtype=dtype)], dim=1)
-    xte = torch.cat([xte, torch.full((len(xte), 1), scale, device=device, dtype=dtype)], dim=1)
-    ytr, yte = ytr.to(device), yte.to(device)
+    ytr = ytr.to(device)
     lams = sorted((float(v) for v in grid), reverse=True)
 
     fit_idx, val_idx = stratified_split(ytr, val_fraction, seed)
@@ -224,5 +257,7 @@ def fit_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor
     else:
         best = lams[0]
     w = _lbfgs(xtr, ytr, n_classes, best, sols.get(best), max_iter, tol)
-    return ProbeResult(accuracy=_accuracy(xte, yte, w), weight_decay=best,
-                       val_accuracies=val_acc, n_train=len(ytr), n_test=len(yte))
+    weight = w[:, :-1]
+    bias = w[:, -1] * scale - (weight @ mean.T).squeeze(1)
+    return LinearFit(weight=weight, bias=bias, classes=classes, weight_decay=best,
+                     val_accuracies=val_acc, n_train=len(ytr))

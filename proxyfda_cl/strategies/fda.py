@@ -21,6 +21,7 @@ from .registry import StrategyRecipe, register_strategy
 from .teacher import Teacher, TeacherPlugin
 
 NEG_WEIGHTS = ("constant", "similarity")
+BOUNDARIES = ("teacher", "fixed")
 Scalar = Union[float, torch.Tensor]
 
 
@@ -66,6 +67,31 @@ def teacher_graph(teacher_feats: torch.Tensor, k: int, *, neg_weight: str = "con
     return order, torch.cat([sims[:, :k].clamp(min=eps), neg], dim=1)
 
 
+@torch.no_grad()
+def teacher_boundary(teacher_feats: torch.Tensor, order: torch.Tensor, k: int) -> torch.Tensor:
+    """Per anchor, the midpoint between its K-th and (K+1)-th teacher cosines, ``[B, 1]``.
+
+    Used as the sigmoid's decision boundary (``boundary="teacher"``): the teacher's own
+    neighbours sit above it and its non-neighbours below it, so the teacher's configuration
+    already satisfies the loss's ordering whatever the spread of its cosines.
+    """
+    t = F.normalize(as_float(teacher_feats.detach()), dim=1)
+    kth = (t * t[order[:, k - 1]]).sum(1)
+    next_ = (t * t[order[:, k]]).sum(1)
+    return ((kth + next_) / 2)[:, None]
+
+
+def anchor_bias(bias: Scalar, tau: Scalar, boundary: str, teacher_feats: torch.Tensor,
+                order: torch.Tensor, k: int) -> Scalar:
+    """The bias term of the sigmoid: ``b`` (``fixed``) or ``b + m_i / tau`` (``teacher``),
+    where ``m_i`` is ``teacher_boundary``; with ``b = 0`` the boundary sits at ``cos = m_i``."""
+    if boundary == "fixed":
+        return bias
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
+    return bias + teacher_boundary(teacher_feats, order, k) / tau
+
+
 def as_float(t: torch.Tensor) -> torch.Tensor:
     """``t`` in at least float32 (half and bfloat16 inputs are promoted)."""
     return t.to(torch.promote_types(t.dtype, torch.float32))
@@ -77,7 +103,8 @@ def sigmoid_terms(weights: torch.Tensor, cos: torch.Tensor, tau: Scalar, bias: S
 
 
 def fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, k: int = 8, tau: Scalar = 0.1,
-             bias: Scalar = 0.0, *, neg_weight: str = "constant", eps: float = 1e-6) -> torch.Tensor:
+             bias: Scalar = 0.0, *, neg_weight: str = "constant", eps: float = 1e-6,
+             boundary: str = "fixed") -> torch.Tensor:
     """Mean over anchors of ``L_FDA^i`` (METHOD.md "FDA").
 
     Args:
@@ -88,6 +115,8 @@ def fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, k: int = 8, tau: 
         bias: SigLIP bias ``b`` (a float, or a tensor when learned).
         neg_weight: ``constant`` or ``similarity`` (see ``teacher_graph``).
         eps: lower clamp of the neighbour weights.
+        boundary: ``fixed`` (the bias ``b`` alone) or ``teacher`` (``b + m_i / tau``, with
+            ``m_i`` the midpoint of anchor i's K-th and (K+1)-th teacher cosines).
 
     Returns:
         A scalar tensor.
@@ -98,7 +127,8 @@ def fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, k: int = 8, tau: 
     order, w = teacher_graph(teacher_feats, k, neg_weight=neg_weight, eps=eps)
     x = F.normalize(as_float(feats), dim=1)
     cos = (x @ x.T).gather(1, order)
-    return sigmoid_terms(w, cos, tau, bias).mean()
+    b = anchor_bias(bias, tau, boundary, teacher_feats, order, k)
+    return sigmoid_terms(w, cos, tau, b).mean()
 
 
 class FDAPlugin(TeacherPlugin):
@@ -114,6 +144,7 @@ class FDAPlugin(TeacherPlugin):
         tau, bias: SigLIP temperature and bias (ours: 0.1 and 0).
         neg_weight: ``constant`` or ``similarity``.
         eps: lower clamp of neighbour weights.
+        boundary: ``fixed`` or ``teacher`` (see ``fda_loss``).
         learnable_temperature: learn ``log(1/tau)`` and ``b``.
         temp_lr: learning rate of the temperature/bias optimizer.
         encoder_attr: model attribute that holds the encoder.
@@ -122,14 +153,15 @@ class FDAPlugin(TeacherPlugin):
     """
 
     def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
-                 neg_weight: str = "constant", eps: float = 1e-6,
+                 neg_weight: str = "constant", eps: float = 1e-6, boundary: str = "fixed",
                  learnable_temperature: bool = False, temp_lr: float = 1e-3,
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
                  teacher_cache_mb: float = 0.0) -> None:
-        _check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight)
+        _check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
         super().__init__(teacher=teacher, encoder_attr=encoder_attr,
                          teacher_cache_mb=teacher_cache_mb)
         self.lam, self.k, self.neg_weight, self.eps = lam, k, neg_weight, eps
+        self.boundary = boundary
         self.temperature = SigmoidTemperature(tau, bias, learnable=learnable_temperature, lr=temp_lr)
         self.last_loss = None
 
@@ -140,7 +172,7 @@ class FDAPlugin(TeacherPlugin):
         teacher_feats, _ = self.teacher_outputs()
         tau, bias = self.temperature.values(strategy.device)
         reg = fda_loss(self.student_features(), teacher_feats, k, tau, bias,
-                       neg_weight=self.neg_weight, eps=self.eps)
+                       neg_weight=self.neg_weight, eps=self.eps, boundary=self.boundary)
         self.last_loss = reg.detach()
         strategy.loss = strategy.loss + self.lam * reg
 
@@ -195,7 +227,8 @@ def batch_k(plugin: TeacherPlugin, k: int) -> Optional[int]:
     return b - 2
 
 
-def _check_common(*, lam: float, k: int, tau: float, neg_weight: str) -> None:
+def _check_common(*, lam: float, k: int, tau: float, neg_weight: str,
+                  boundary: str = "fixed") -> None:
     if lam < 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
     if k < 1:
@@ -204,11 +237,14 @@ def _check_common(*, lam: float, k: int, tau: float, neg_weight: str) -> None:
         raise ValueError(f"tau must be > 0, got {tau}")
     if neg_weight not in NEG_WEIGHTS:
         raise ValueError(f"neg_weight must be one of {', '.join(NEG_WEIGHTS)}, got {neg_weight!r}")
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
 
 
 @register_strategy("fda")
 def fda(*, lam: float = 1.0, k: int = 8, tau: float = 0.2, bias: float = 0.0,
-        neg_weight: str = "constant", learnable_temperature: bool = False,
+        neg_weight: str = "constant", boundary: str = "fixed",
+        learnable_temperature: bool = False, temp_lr: float = 1e-3,
         teacher: str = "previous", teacher_cache_mb: float = 256.0) -> StrategyRecipe:
     """FDA on hard-mined class-balanced batches (METHOD.md "FDA").
 
@@ -216,7 +252,7 @@ def fda(*, lam: float = 1.0, k: int = 8, tau: float = 0.2, bias: float = 0.0,
     ``fda_loss`` and ``FDAPlugin`` keep METHOD.md's τ = 0.1 as their signature default. The suite's inputs are deterministic, so teacher features are cached by dataset index
     (``teacher_cache_mb``; 0 turns the cache off).
     """
-    plugin = FDAPlugin(lam=lam, k=k, tau=tau, bias=bias, neg_weight=neg_weight,
-                       learnable_temperature=learnable_temperature, teacher=teacher,
+    plugin = FDAPlugin(lam=lam, k=k, tau=tau, bias=bias, neg_weight=neg_weight, boundary=boundary,
+                       learnable_temperature=learnable_temperature, temp_lr=temp_lr, teacher=teacher,
                        teacher_cache_mb=teacher_cache_mb)
     return StrategyRecipe(plugins=[plugin], sampler="hard")

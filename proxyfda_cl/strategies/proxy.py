@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fda import (SigmoidTemperature, _check_common, as_float, batch_k, sigmoid_terms,
-                  teacher_graph)
+from .fda import (SigmoidTemperature, _check_common, anchor_bias, as_float, batch_k,
+                  sigmoid_terms, teacher_graph)
 from .registry import StrategyRecipe, register_strategy
 from .teacher import Teacher, TeacherPlugin
 
@@ -149,7 +149,8 @@ def variance_hinge(proxies: torch.Tensor, gamma: float) -> torch.Tensor:
 
 def proxy_fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, generator: ProxyGenerator,
                    k: int = 8, tau=0.1, bias=0.0, *, alpha: float = 1.0, gamma_scale: float = 1.0,
-                   neg_weight: str = "constant", eps: float = 1e-6) -> ProxyFDAOutput:
+                   neg_weight: str = "constant", eps: float = 1e-6,
+                   boundary: str = "fixed") -> ProxyFDAOutput:
     """The Proxy-FDA term and the generator's ``L_proxy`` (METHOD.md "Proxy-FDA").
 
     Vectorised over anchors; the generator runs once on detached features: its pooling weights
@@ -159,7 +160,8 @@ def proxy_fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, generator: 
         feats: ``[B, D]`` student features.
         teacher_feats: ``[B, D]`` teacher features (no gradient).
         generator: the proxy generator.
-        k, tau, bias, neg_weight, eps: as in ``fda_loss``.
+        k, tau, bias, neg_weight, eps, boundary: as in ``fda_loss`` (the anchor's boundary
+            applies to its proxies too; the generator's contrastive term keeps ``b``).
         alpha: weight of the variance term in ``L_proxy``.
         gamma_scale: variance target ``gamma = gamma_scale / sqrt(D)`` (ours).
 
@@ -186,7 +188,8 @@ def proxy_fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, generator: 
     cos_p = torch.einsum("bd,bpd->bp", x, F.normalize(pool @ x, dim=-1))
     w_p = torch.cat([torch.einsum("bpk,bk->bp", ap, w[:, :k]),
                      torch.einsum("bpk,bk->bp", an, w[:, k:])], 1)
-    fda = sigmoid_terms(torch.cat([w, w_p], 1), torch.cat([s, cos_p], 1), tau, bias).mean()
+    b_i = anchor_bias(bias, tau, boundary, teacher_feats, order, k)
+    fda = sigmoid_terms(torch.cat([w, w_p], 1), torch.cat([s, cos_p], 1), tau, b_i).mean()
 
     tau_d = tau.detach() if torch.is_tensor(tau) else tau
     bias_d = bias.detach() if torch.is_tensor(bias) else bias
@@ -208,7 +211,7 @@ class ProxyFDAPlugin(TeacherPlugin):
 
     Args:
         lam: weight of the Proxy-FDA term.
-        k, tau, bias, neg_weight, eps: as in ``FDAPlugin``.
+        k, tau, bias, neg_weight, eps, boundary: as in ``FDAPlugin``.
         n_pos, n_neg: proxies per neighbour / non-neighbour set.
         alpha: weight of the variance term of ``L_proxy``.
         gen_lr: learning rate of the generator's optimizer.
@@ -225,11 +228,11 @@ class ProxyFDAPlugin(TeacherPlugin):
     def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
                  n_pos: int = 4, n_neg: int = 4, alpha: float = 1.0, gen_lr: float = 1e-3,
                  gamma_scale: float = 1.0, neg_weight: str = "constant", eps: float = 1e-6,
-                 learnable_temperature: bool = False, temp_lr: float = 1e-3,
-                 seed: Optional[int] = None,
+                 boundary: str = "fixed", learnable_temperature: bool = False,
+                 temp_lr: float = 1e-3, seed: Optional[int] = None,
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
                  teacher_cache_mb: float = 0.0) -> None:
-        _check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight)
+        _check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
         for key, value, ok, rule in (("n_pos", n_pos, n_pos >= 1, ">= 1"),
                                      ("n_neg", n_neg, n_neg >= 1, ">= 1"),
                                      ("alpha", alpha, alpha >= 0, ">= 0"),
@@ -240,6 +243,7 @@ class ProxyFDAPlugin(TeacherPlugin):
         super().__init__(teacher=teacher, encoder_attr=encoder_attr,
                          teacher_cache_mb=teacher_cache_mb)
         self.lam, self.k, self.neg_weight, self.eps = lam, k, neg_weight, eps
+        self.boundary = boundary
         self.n_pos, self.n_neg, self.alpha, self.gamma_scale = n_pos, n_neg, alpha, gamma_scale
         self.gen_lr, self.seed = gen_lr, seed
         self.temperature = SigmoidTemperature(tau, bias, learnable=learnable_temperature, lr=temp_lr)
@@ -270,7 +274,8 @@ class ProxyFDAPlugin(TeacherPlugin):
         gen = self._ensure_generator(feats)
         tau, bias = self.temperature.values(strategy.device)
         out = proxy_fda_loss(feats, teacher_feats, gen, k, tau, bias, alpha=self.alpha,
-                             gamma_scale=self.gamma_scale, neg_weight=self.neg_weight, eps=self.eps)
+                             gamma_scale=self.gamma_scale, neg_weight=self.neg_weight, eps=self.eps,
+                             boundary=self.boundary)
         strategy.loss = strategy.loss + self.lam * out.fda
         self.gen_optimizer.zero_grad(set_to_none=True)
         out.proxy.backward()
@@ -285,8 +290,8 @@ class ProxyFDAPlugin(TeacherPlugin):
 @register_strategy("proxy_fda")
 def proxy_fda(*, lam: float = 1.0, k: int = 8, tau: float = 0.2, bias: float = 0.0,
               n_pos: int = 4, n_neg: int = 4, alpha: float = 1.0, gen_lr: float = 1e-3,
-              gamma_scale: float = 1.0, neg_weight: str = "constant",
-              learnable_temperature: bool = False, teacher: str = "previous",
+              gamma_scale: float = 1.0, neg_weight: str = "constant", boundary: str = "fixed",
+              learnable_temperature: bool = False, temp_lr: float = 1e-3, teacher: str = "previous",
               teacher_cache_mb: float = 256.0) -> StrategyRecipe:
     """Proxy-FDA on hard-mined class-balanced batches (METHOD.md "Proxy-FDA").
 
@@ -296,6 +301,7 @@ def proxy_fda(*, lam: float = 1.0, k: int = 8, tau: float = 0.2, bias: float = 0
     """
     plugin = ProxyFDAPlugin(lam=lam, k=k, tau=tau, bias=bias, n_pos=n_pos, n_neg=n_neg, alpha=alpha,
                             gen_lr=gen_lr, gamma_scale=gamma_scale, neg_weight=neg_weight,
-                            learnable_temperature=learnable_temperature, teacher=teacher,
+                            boundary=boundary, learnable_temperature=learnable_temperature,
+                            temp_lr=temp_lr, teacher=teacher,
                             teacher_cache_mb=teacher_cache_mb)
     return StrategyRecipe(plugins=[plugin], sampler="hard")

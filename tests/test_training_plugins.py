@@ -1,0 +1,132 @@
+"""The runner's training plugins: probe-initialised heads, frozen BatchNorm statistics, the
+divergence guard, and the collapsed flag of a run."""
+import json
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+from torch import nn
+
+from proxyfda_cl.analysis.probe import fit_linear
+from proxyfda_cl.config import from_dict
+from proxyfda_cl.runner import run
+from proxyfda_cl.training import (DivergedError, DivergenceGuardPlugin, FrozenBatchNormPlugin,
+                                   HeadInitPlugin)
+
+from .conftest import small_config_dict
+from .test_plugins import make_strategy, toy_stream
+
+
+class HeadSnapshot(SupervisedPlugin):
+    """Copies the current task's head just before the first training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.heads = []
+
+    def before_training_iteration(self, strategy, **kwargs):
+        if strategy.clock.train_exp_iterations == 0:
+            task = str(int(strategy.experience.task_labels[0]))
+            lin = strategy.model.heads.classifiers[task].classifier
+            self.heads.append((lin.weight.detach().clone(), lin.bias.detach().clone()))
+
+
+def test_raw_feature_fit_maps_back_to_the_input_coordinates():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat_interleave(40)
+    x = torch.randn(120, 5, generator=g) * 0.3 + 5.0 + torch.eye(5)[y] * 3.0  # offset, unnormalised
+    fit = fit_linear(x, y, grid=[1e-4], normalize=False)
+    assert ((x @ fit.weight.T + fit.bias).argmax(1) == y).float().mean() == 1.0
+    assert fit.classes.tolist() == [0, 1, 2]
+
+
+def test_probe_init_sets_each_new_head_to_a_probe_of_its_task_and_freeze_keeps_it():
+    bench = toy_stream(n_exp=2, n_cls=4, per_cls=12)
+    snap = HeadSnapshot()
+    init = HeadInitPlugin(mode="probe", freeze=True, grid=[1e-3])
+    strategy = make_strategy([init, snap], epochs=2)
+    for exp in bench.train_stream:
+        strategy.train(exp)
+        task = str(int(exp.task_labels[0]))
+        lin = strategy.model.heads.classifiers[task].classifier
+        w0, b0 = snap.heads[-1]
+        assert torch.equal(lin.weight, w0) and torch.equal(lin.bias, b0)  # frozen: unchanged
+    # the snapshot before training equals a fresh raw-feature probe of the initial encoder
+    fresh = make_strategy([])
+    x = torch.cat([b[0][None] for b in bench.train_stream[0].dataset])
+    y = torch.tensor([int(b[1]) for b in bench.train_stream[0].dataset])
+    fresh.model.eval()
+    with torch.no_grad():
+        feats = fresh.model.encoder(x)
+    fit = fit_linear(feats, y, grid=[1e-3], normalize=False)
+    w0, b0 = snap.heads[0]
+    assert torch.allclose(w0[fit.classes], fit.weight, atol=1e-5)
+    assert torch.allclose(b0[fit.classes], fit.bias, atol=1e-5)
+
+
+def test_unfrozen_probe_head_trains():
+    bench = toy_stream(n_exp=1, n_cls=4, per_cls=12)
+    snap = HeadSnapshot()
+    strategy = make_strategy([HeadInitPlugin(mode="probe", grid=[1e-3]), snap])
+    strategy.train(bench.train_stream[0])
+    lin = strategy.model.heads.classifiers["0"].classifier
+    assert not torch.equal(lin.weight, snap.heads[0][0])
+
+
+def test_frozen_batchnorm_keeps_the_running_statistics():
+    bench = toy_stream(n_exp=1)
+    for frozen in (True, False):
+        strategy = make_strategy([FrozenBatchNormPlugin()] if frozen else [], bn=True)
+        bn = strategy.model.encoder.bn
+        before = bn.running_mean.clone(), bn.running_var.clone()
+        weight = bn.weight.detach().clone()
+        strategy.train(bench.train_stream[0])
+        same = torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+        assert same is frozen
+        assert not torch.equal(bn.weight, weight)  # the affine weights still train
+
+
+def test_guard_names_the_experience_and_the_step():
+    bench = toy_stream(n_exp=1, n_cls=4, per_cls=12)
+
+    class Poison(SupervisedPlugin):
+        def before_backward(self, strategy, **kwargs):
+            if strategy.clock.train_exp_iterations == 2:
+                strategy.loss = strategy.loss * float("nan")
+
+    guard = DivergenceGuardPlugin(lr=0.1, check_every=100, hint=" or strategy.lam")
+    strategy = make_strategy([Poison(), guard])
+    with pytest.raises(DivergedError) as e:
+        strategy.train(bench.train_stream[0])
+    msg = str(e.value)
+    assert "experience 1 at step 3" in msg and "train.lr (now 0.1)" in msg
+    assert "strategy.lam" in msg and "\n" not in msg
+
+
+def test_absurd_learning_rate_ends_failed_with_one_line(tmp_path, tiny_weights, capsys):
+    from proxyfda_cl.cli import main
+
+    d = small_config_dict(str(tmp_path), tiny_weights)
+    d["train"]["lr"] = 1e6
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(d))
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diverged" in err[0] and "Traceback" not in err[0]
+    rec = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
+    assert rec["status"] == "failed" and "non-finite" in rec["error"] and "train.lr" in rec["error"]
+
+
+def test_a_run_at_chance_is_flagged_collapsed(tmp_path, tiny_weights):
+    d = small_config_dict(str(tmp_path / "a"), tiny_weights)
+    d["train"]["lr"] = 1e-12  # heads stay random: task accuracy at chance
+    d["train"]["freeze_head"] = True
+    rec = run(from_dict(d))
+    assert rec["status"] == "complete"
+    assert 2 in rec["collapsed"]  # digits[0:4] at 25%
+    # a probe-initialised head on the same (random-weight) encoder reads digits well
+    d = small_config_dict(str(tmp_path / "b"), tiny_weights)
+    d["train"].update(head_init="probe", batchnorm="frozen", lr=1e-12)
+    rec = run(from_dict(d))
+    assert 2 not in rec["collapsed"] and rec["matrices"]["R"][1][1] > 0.6
+    assert all(e["knn_overlap"] >= 0.99 for e in rec["distances"])  # nothing moved
