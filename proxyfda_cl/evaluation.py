@@ -6,9 +6,11 @@ reference ``f_0`` of every distance.
 """
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
+from torch.utils.data import DataLoader
 
 from .analysis.otdd import feature_distances
 from .analysis.probe import extract_features, fit_probe
@@ -33,6 +35,7 @@ class Evaluator:
         self.precision, self.seed, self.num_workers = precision, seed, num_workers
         self.columns = list(stream.experiences) + list(stream.probes)
         self.reference: dict[str, torch.Tensor] = {}
+        self.initial: Optional[torch.nn.Module] = None  # pre-trained encoder, for BN-only drift
 
     def _probe_train(self, name: str):
         """The probe's training split of ``name``: at most ``probe_train_size`` items, the
@@ -47,16 +50,44 @@ class Evaluator:
                                     num_workers=self.num_workers)
         return feats
 
-    def evaluate(self, encoder, experience: Optional[int]) -> tuple[list[float], list[dict]]:
+    def keep_initial(self, encoder) -> None:
+        """Keep a copy of the pre-trained encoder for ``bn_data`` in ``evaluate``."""
+        self.initial = copy.deepcopy(encoder).cpu()
+
+    def _bn_only(self, data) -> torch.nn.Module:
+        """The pre-trained encoder with its BatchNorm statistics re-estimated on ``data`` (a
+        cumulative average over one pass in train mode) and no weight changed."""
+        enc = copy.deepcopy(self.initial).to(self.device)
+        bns = [m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        enc.eval()
+        for m in bns:
+            m.train()
+        with torch.no_grad():
+            for batch in DataLoader(data, batch_size=self.cfg.batch_size, shuffle=False,
+                                    num_workers=self.num_workers):
+                enc(batch[0].to(self.device))
+        return enc.eval()
+
+    def evaluate(self, encoder, experience: Optional[int], bn_data=None
+                 ) -> tuple[list[float], list[dict]]:
         """One row of P and the distances to the reference features.
 
         Args:
             encoder: the encoder to probe (left in the mode it was in).
             experience: 1-based index of the experience just trained; ``None`` for the
                 pre-trained encoder, whose test features become the reference.
+            bn_data: the experience's training set, for a BatchNorm network trained with
+                its statistics updating: each distance entry then also gives ``bn_l2``,
+                ``bn_otdd`` and ``bn_knn_overlap``, the drift of the pre-trained encoder
+                whose BatchNorm statistics alone were re-estimated on ``bn_data`` (needs
+                ``keep_initial``): the part of the drift no loss term can hold.
         Returns:
             (P row in ``self.columns`` order, distance entries for the record).
         """
+        bn_enc = self._bn_only(bn_data) if bn_data is not None and self.initial is not None else None
         row, dists = [], []
         for name in self.columns:
             s = self.stream.sets[name]
@@ -75,5 +106,13 @@ class Evaluator:
                                       seed=self.seed)
                 k = min(self.cfg.knn_k, len(test_x) - 1)
                 d["knn_overlap"] = knn_overlap(self.reference[name], test_x, k) if k >= 1 else None
+                if bn_enc is not None:
+                    bn_x = self._features(bn_enc, s.test)
+                    bn = feature_distances(self.reference[name], bn_x, s.test_targets,
+                                           method=self.cfg.otdd_method,
+                                           max_n=self.cfg.otdd_max_n, seed=self.seed)
+                    d.update(bn_l2=bn["l2"], bn_otdd=bn["otdd"],
+                             bn_knn_overlap=knn_overlap(self.reference[name], bn_x, k)
+                             if k >= 1 else None)
                 dists.append({"experience": experience, "dataset": name, **d})
         return row, dists

@@ -66,6 +66,8 @@ class Session:
         evaluator = Evaluator(stream, cfg.eval, device=device, precision=cfg.train.precision,
                               seed=cfg.seed, num_workers=cfg.train.num_workers)
         state = {"R": [], "P": [], "distances": [], "timing": []}
+        bn_drift = cfg.train.batchnorm == "train" and cfg.eval.distances and any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in encoder.modules())
         ckpt_dir = checkpoint_dir(cfg)
         ckpt = self._load_checkpoint(ckpt_dir, device, self.say)
         if ckpt is not None and ckpt.get("device", str(device)) != str(device):
@@ -79,10 +81,13 @@ class Session:
         if ckpt is not None:
             model, plugins, state = ckpt["model"], ckpt["plugins"], ckpt["state"]
             evaluator.reference = ckpt["reference"]
+            evaluator.initial = ckpt.get("initial")
             self.say(f"resuming after experience {len(state['R'])} from {ckpt_dir}")
         else:
             t0 = time.perf_counter()
             model.to(device)
+            if bn_drift:
+                evaluator.keep_initial(model.encoder)
             row, _ = evaluator.evaluate(model.encoder, None)
             state["P"].append(row)
             state["pre_eval_s"] = time.perf_counter() - t0
@@ -141,7 +146,9 @@ class Session:
                     m = _EXP_KEY.match(key)
                     if m:
                         r_row[int(m.group(1))] = float(value)
-                p_row, dists = evaluator.evaluate(model.encoder, t + 1)
+                p_row, dists = evaluator.evaluate(
+                    model.encoder, t + 1,
+                    bn_data=train_stream[t].dataset.eval() if bn_drift else None)
                 chance = 1.0 / stream.sets[stream.experiences[t]].num_classes
                 acc = r_row[t]
                 if acc is not None and acc <= chance + COLLAPSE_MARGIN * (1 - chance):
@@ -201,7 +208,8 @@ class Session:
                     "optimizer_params": [[names.get(id(p)) for p in g["params"]]
                                          for g in opt.param_groups],
                     "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
-                    "state": state, "reference": evaluator.reference, "rng": _rng_state(),
+                    "state": state, "reference": evaluator.reference,
+                    "initial": evaluator.initial, "rng": _rng_state(),
                     "device": str(strategy.device), "version": __version__}, tmp)
         tmp.replace(folder / "last.pt")
 

@@ -130,3 +130,17 @@ def test_a_run_at_chance_is_flagged_collapsed(tmp_path, tiny_weights):
     rec = run(from_dict(d))
     assert 2 not in rec["collapsed"] and rec["matrices"]["R"][1][1] > 0.6
     assert all(e["knn_overlap"] >= 0.99 for e in rec["distances"])  # nothing moved
+
+
+def test_batchnorm_only_drift_is_recorded_for_a_batchnorm_network_in_train_mode(tmp_path,
+                                                                                 tiny_weights):
+    d = small_config_dict(str(tmp_path / "train"), tiny_weights)
+    d["train"]["lr"] = 1e-12  # weights stay put: all of the drift is BatchNorm statistics
+    rec = run(from_dict(d))
+    for e in rec["distances"]:
+        assert e["bn_l2"] > 0.01 and e["bn_otdd"] > 0 and 0 <= e["bn_knn_overlap"] <= 1
+        assert e["l2"] > 0.01  # the trained encoder drifted too, with no weight moving
+    d = small_config_dict(str(tmp_path / "frozen"), tiny_weights)
+    d["train"].update(lr=1e-12, batchnorm="frozen")
+    rec = run(from_dict(d))
+    assert all("bn_l2" not in e and e["l2"] < 1e-3 for e in rec["distances"])
