@@ -28,6 +28,7 @@ def _read_metrics_csv(path: Path) -> dict:
 
 
 def _read_events(folder: Path) -> dict:
+    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
@@ -75,6 +76,7 @@ def test_run_with_csv_and_tensorboard_logs_the_fda_term(tmp_path, tiny_weights, 
 def test_wandb_runs_offline_into_the_run_folder(tmp_path, tiny_weights, monkeypatch):
     from proxyfda_cl.runner import run
 
+    pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     d = small_config_dict(str(tmp_path / "res"), tiny_weights, strategy="ldifs")
