@@ -64,6 +64,8 @@ class Browser:
         self._id = 0
         for domain in ("Page", "Runtime", "Log"):
             self.send(f"{domain}.enable")
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
 
     def send(self, method: str, **params: Any) -> dict:
         """Call a DevTools method and return its result (events meanwhile are kept)."""
