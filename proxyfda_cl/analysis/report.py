@@ -14,40 +14,22 @@ instead of stopping the report.
 """
 from __future__ import annotations
 
-import base64
 import json
-import math
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from .. import __version__
 from ..errors import ConfigError
 from ..results import read_results
-from . import plots
-from .correlation import correlation_table
-from .leaderboard import COLUMNS, LABELS, _cell, describe, is_number, leaderboard, record_key
-from .paired import paired_comparison
+from .leaderboard import describe, is_number, record_key
 from .report_html import badge, esc, page, section, table
+from .report_sections import (correlation_section, dig, figures_section, knn_overlap,
+                              leaderboard_section, name_of, num_cell, paired_section, run_flags,
+                              run_label)
 
-__all__ = ["build_report", "write_report", "run_flags"]
-
-
-def _dig(obj: Any, *keys: str) -> Any:
-    """``obj[k1][k2]...`` or None where a level is missing or not a mapping."""
-    for k in keys:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(k)
-    return obj
-
-
-def _name(rec: dict, field: str) -> str:
-    v = _dig(rec, "config", field)
-    v = v.get("name") if isinstance(v, dict) else v
-    return str(v) if v is not None else "?"
+__all__ = ["build_report", "write_report", "run_flags", "knn_overlap"]
 
 
 def _shape_problem(rec: dict) -> Optional[str]:
@@ -55,68 +37,27 @@ def _shape_problem(rec: dict) -> Optional[str]:
     if not isinstance(rec.get("config"), dict):
         return "config missing or not a mapping"
     for part in ("benchmark", "strategy"):
-        if _name(rec, part) == "?":
+        if name_of(rec, part) == "?":
             return f"config.{part}.name missing"
     mats = rec.get("matrices")
     if not isinstance(mats, dict) or not all(isinstance(mats.get(m), list) for m in ("R", "P")):
         return "matrices.R or matrices.P missing or not a list"
-    if not isinstance(_dig(rec, "metrics", "final"), dict):
+    if not isinstance(dig(rec, "metrics", "final"), dict):
         return "metrics.final missing or not a mapping"
     if "distances" in rec and not isinstance(rec["distances"], list):
         return "distances is not a list"
     return None
 
 
-def knn_overlap(rec: dict) -> Optional[float]:
-    """Mean ``knn_overlap`` over the datasets at the last experience that has any; None
-    when the record has none."""
-    entries = [d for d in rec.get("distances") or [] if isinstance(d, dict)
-               and is_number(d.get("knn_overlap")) and is_number(d.get("experience"))]
-    if not entries:
-        return None
-    last = max(d["experience"] for d in entries)
-    vals = [d["knn_overlap"] for d in entries if d["experience"] == last]
-    return float(sum(vals) / len(vals))
-
-
-def run_flags(rec: dict) -> list[str]:
-    """Plain flags of one record: ``failed``, ``collapsed (exp 2, 3)``, ``random-init``."""
-    flags = []
-    if rec.get("status") == "failed":
-        flags.append("failed")
-    collapsed = rec.get("collapsed")
-    if isinstance(collapsed, list) and collapsed:
-        flags.append("collapsed (exp " + ", ".join(str(c) for c in collapsed) + ")")
-    if _dig(rec, "config", "backbone", "weights") == "random":
-        flags.append("random-init")
-    return flags
-
-
-def _label(rec: dict) -> str:
-    return f"{_name(rec, 'benchmark')} / {_name(rec, 'strategy')} / seed {_dig(rec, 'config', 'seed')}"
-
-
-def _pct(v: Any, signed: bool = False) -> str:
-    if not is_number(v):
-        return "—"
-    return f"{100 * v:+.2f}" if signed else f"{100 * v:.2f}"
-
-
-def _num_cell(v: Any, text: Optional[str] = None) -> tuple:
-    """A sortable cell: (shown text, raw sort value)."""
-    return (text if text is not None else _pct(v), v if is_number(v) else None)
-
-
-# ---------------------------------------------------------------- sections
-
 def _attention(problems: list, failed: list, complete: list) -> str:
     items = [f"<li><b>problem</b>: {esc(p)}</li>" for p in problems]
-    items += [f"<li>{badge('failed')} {esc(_label(r))}: {esc(str(r.get('error') or 'no error line'))}"
+    items += [f"<li>{badge('failed')} {esc(run_label(r))}: "
+              f"{esc(str(r.get('error') or 'no error line'))}"
               "</li>" for r in failed]
     for r in complete:
         c = r.get("collapsed")
         if isinstance(c, list) and c:
-            items.append(f"<li>{badge('collapsed')} {esc(_label(r))}: task accuracy at chance "
+            items.append(f"<li>{badge('collapsed')} {esc(run_label(r))}: task accuracy at chance "
                          f"after experience(s) {esc(', '.join(str(x) for x in c))}; its "
                          "forgetting numbers measure a broken head, not the encoder</li>")
     rnd = [r for r in complete if "random-init" in run_flags(r)]
@@ -128,142 +69,6 @@ def _attention(problems: list, failed: list, complete: list) -> str:
         return section("attention", "Attention", "<p>Nothing: every record is readable and "
                        "complete, no run failed or collapsed.</p>")
     return section("attention", "Attention", f'<ul class="attention">{"".join(items)}</ul>')
-
-
-def _leaderboard(records: list, problems: list) -> str:
-    rows = leaderboard(records, problems)
-    if not rows:
-        return section("leaderboard", "Leaderboard", "<p>No complete run to rank.</p>")
-    by_key: dict = {}
-    for rec in records:
-        try:
-            by_key.setdefault(record_key(rec), []).append(rec)
-        except ValueError:
-            continue
-    has_knn = any(knn_overlap(r) is not None for r in records)
-    head = [("Rank", "num"), ("Strategy", "text"), ("Seeds", "text")] + [
-        (LABELS[m], "num") for m in COLUMNS] + ([("kNN overlap (%)", "num")] if has_knn else [])
-    parts = []
-    for bench in sorted({r["benchmark"] for r in rows}):
-        body = []
-        for r in (x for x in rows if x["benchmark"] == bench):
-            recs = by_key.get((bench, r["strategy"]), [])
-            flags = sorted({f.split(" (")[0] for rec in recs for f in run_flags(rec)})
-            name = esc(r["strategy"]) if r["rank"] != 1 else f"<b>{esc(r['strategy'])}</b>"
-            name += "".join(" " + badge(f) for f in flags)
-            cells = [(str(r["rank"]) if r["rank"] is not None else "—", r["rank"]),
-                     (name, r["strategy"], True), ", ".join(str(s) for s in r["seeds"])]
-            cells += [(_cell(r, m), r[f"{m}_mean"]) for m in COLUMNS]
-            if has_knn:
-                vals = [v for v in (knn_overlap(x) for x in recs) if v is not None]
-                mean = sum(vals) / len(vals) if vals else None
-                cells.append(_num_cell(mean))
-            body.append(cells)
-        parts.append(f"<h3>{esc(bench)}</h3>" + table(head, body, cls="sortable leaderboard"))
-    note = ('<p class="note">Mean ± sample std over seeds, in percentage points (train time in '
-            "seconds); rank by mean Δ_LP within the benchmark; click a column header to sort."
-            + (" kNN overlap: mean over datasets after the last experience." if has_knn else "")
-            + "</p>")
-    return section("leaderboard", "Leaderboard", "".join(parts) + note)
-
-
-def _paired(records: list, baseline: str, problems: list) -> str:
-    strategies = sorted({_name(r, "strategy") for r in records})
-    rows = {}
-    for metric in ("delta_lp", "a_lp"):
-        for by in (True, False):
-            for r in paired_comparison(records, baseline=baseline, metric=metric,
-                                       by_benchmark=by, problems=problems):
-                rows.setdefault((r["benchmark"], r["strategy"]), {})[metric] = r
-    if not rows:
-        why = (f"no run of the baseline <b>{esc(baseline)}</b> in this folder" if not any(
-            _name(r, "strategy") == baseline for r in records) else
-               f"no other strategy shares benchmark, backbone and seed with <b>{esc(baseline)}</b>")
-        return section("paired", "Paired comparison", f"<p>No pairs: {why}. Strategies here: "
-                       f"{esc(', '.join(strategies) or 'none')}; choose the baseline with "
-                       "<code>proxyfda-cl report DIR --baseline NAME</code>.</p>")
-    n_bench = len({k[0] for k in rows if k[0] != "all"})
-    body = []
-    for (bench, strat), by_metric in sorted(rows.items(), key=lambda kv: (
-            kv[0][0] == "all", kv[0][0], -kv[1]["delta_lp"]["mean"] if "delta_lp" in kv[1] else 0)):
-        if bench == "all" and n_bench < 2:
-            continue
-        d, a = by_metric.get("delta_lp"), by_metric.get("a_lp")
-        cells = [bench if bench != "all" else "all benchmarks", strat,
-                 (str(d["n"] if d else a["n"]), d["n"] if d else a["n"])]
-        for r in (d, a):
-            if r is None:
-                cells += [("—", None), ("—", None)]
-                continue
-            ci = "—" if math.isnan(r["ci_low"]) else f"[{_pct(r['ci_low'], True)}, {_pct(r['ci_high'], True)}]"
-            sure = not math.isnan(r["ci_low"]) and (r["ci_low"] > 0 or r["ci_high"] < 0)
-            cells += [(_pct(r["mean"], True), r["mean"]), (ci + (" *" if sure else ""), r["ci_low"])]
-        body.append(cells)
-    head = [("Benchmark", "text"), ("Strategy", "text"), ("Pairs", "num"),
-            (f"Δ_LP − {baseline} (pts)", "num"), ("95% CI", "num"),
-            (f"A_LP − {baseline} (pts)", "num"), ("95% CI ", "num")]
-    note = (f'<p class="note">A pair is two runs with the same benchmark, backbone and seed; '
-            f"the difference is strategy minus <b>{esc(baseline)}</b>, averaged over pairs, with "
-            "a bootstrap interval over the pairs (* = the interval excludes 0).</p>")
-    return section("paired", f"Paired comparison against {esc(baseline)}",
-                   table(head, body, cls="sortable") + note)
-
-
-def _png(path: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f"data:image/png;base64,{data}"
-
-
-def _figures(records: list, problems: list) -> str:
-    local: list = []
-    parts = []
-    with tempfile.TemporaryDirectory(prefix="proxyfda-report-") as tmp:
-        groups = [("Forward transfer", plots.plot_forward_transfer),
-                  ("Feature distance against forgetting", plots.plot_otdd_vs_forgetting),
-                  ("Accuracy matrices R and P (mean over seeds)", plots.plot_matrices)]
-        for i, (title, fn) in enumerate(groups):
-            try:
-                files = fn(records, os.path.join(tmp, str(i)), problems=local)["files"]
-            except Exception as e:  # a figure that cannot be drawn must not stop the page
-                local.append(f"figure '{title}': not drawn ({e.__class__.__name__}: {e})")
-                continue
-            imgs = [f'<figure><img alt="{esc(Path(f).stem)}" src="{_png(f)}">'
-                    f"<figcaption>{esc(Path(f).stem)}</figcaption></figure>"
-                    for f in files if f.endswith(".png")]
-            if imgs:
-                cls = "grid" if len(imgs) > 2 else "wide"
-                parts.append(f'<h3>{esc(title)}</h3><div class="{cls}">{"".join(imgs)}</div>')
-    problems.extend(p for p in dict.fromkeys(local) if p not in problems)
-    return section("figures", "Figures", "".join(parts) or "<p>No figure: no complete run.</p>")
-
-
-def _correlation(records: list, problems: list, n_boot: int) -> str:
-    body = []
-    for held_out in (False, True):
-        try:
-            tab = correlation_table(records, n_boot=n_boot, held_out=held_out)
-        except Exception as e:
-            problems.append(f"correlation: not computed ({e.__class__.__name__}: {e})")
-            return section("correlation", "Correlation", "<p>Not computed; see Problems.</p>")
-        for dist in ("otdd", "l2"):
-            c = tab[dist]
-
-            def ci(v):
-                return "—" if any(x != x for x in v) else f"[{v[0]:+.3f}, {v[1]:+.3f}]"
-
-            def num(v):
-                return ("—" if v != v else f"{v:+.3f}", None if v != v else v)
-
-            body.append([dist.upper(), "held-out datasets" if held_out else "all datasets",
-                         (str(c["n"]), c["n"]), num(c["pearson"]), ci(c["pearson_ci"]),
-                         num(c["spearman"]), ci(c["spearman_ci"])])
-    head = [("Distance", "text"), ("Points", "text"), ("n", "num"), ("Pearson r", "num"),
-            ("95% CI", "text"), ("Spearman ρ", "num"), ("95% CI ", "text")]
-    note = ('<p class="note">Forgetting P[0][d] − P[t][d] against the feature distance of '
-            "dataset d after experience t, over every (run, experience, dataset) point; "
-            "held-out: only datasets not yet trained on. Bootstrap intervals over the points."
-            "</p>")
-    return section("correlation", "Correlation", table(head, body, cls="sortable") + note)
 
 
 def _runs(records: list, partial: dict) -> str:
@@ -280,25 +85,25 @@ def _runs(records: list, partial: dict) -> str:
         status = str(rec.get("status"))
         if id(rec) in partial:
             status = "partial"
-        final = _dig(rec, "metrics", "final") or {}
-        per = _dig(rec, "timing", "per_experience")
+        final = dig(rec, "metrics", "final") or {}
+        per = dig(rec, "timing", "per_experience")
         train = sum(e.get("train_s", 0) for e in per if isinstance(e, dict)
                     and is_number(e.get("train_s"))) if isinstance(per, list) and per else None
-        total = _dig(rec, "timing", "total_s")
+        total = dig(rec, "timing", "total_s")
         flags = run_flags(rec)
         note = rec.get("error") if status == "failed" else partial.get(id(rec), "")
-        backbone = esc(_name(rec, "backbone")) + (" " + badge("random-init")
+        backbone = esc(name_of(rec, "backbone")) + (" " + badge("random-init")
                                                   if "random-init" in flags else "")
-        strat = esc(_name(rec, "strategy")) + "".join(
+        strat = esc(name_of(rec, "strategy")) + "".join(
             " " + badge(f) for f in flags if f.startswith("collapsed"))
-        seed = _dig(rec, "config", "seed")
+        seed = dig(rec, "config", "seed")
         final = final if isinstance(final, dict) else {}
-        body.append([(badge(status), status, True), _name(rec, "benchmark"),
-                     (strat, _name(rec, "strategy"), True),
+        body.append([(badge(status), status, True), name_of(rec, "benchmark"),
+                     (strat, name_of(rec, "strategy"), True),
                      (str(seed), seed if is_number(seed) else None),
-                     (backbone, _name(rec, "backbone"), True),
-                     _num_cell(final.get("delta_lp")), _num_cell(final.get("a_lp"))]
-                    + ([_num_cell(knn(rec))] if has_knn else [])
+                     (backbone, name_of(rec, "backbone"), True),
+                     num_cell(final.get("delta_lp")), num_cell(final.get("a_lp"))]
+                    + ([num_cell(knn(rec))] if has_knn else [])
                     + [(f"{train:.1f}" if train is not None else "—", train),
                        (f"{total:.1f}" if is_number(total) else "—",
                         total if is_number(total) else None),
@@ -317,7 +122,7 @@ def _run_detail(i: int, rec: dict, status: str) -> str:
     if isinstance(versions, dict):
         parts.append("<p>versions: " + esc(", ".join(f"{k} {v}" for k, v in versions.items()))
                      + "</p>")
-    per = _dig(rec, "timing", "per_experience")
+    per = dig(rec, "timing", "per_experience")
     if isinstance(per, list) and per:
         rows = []
         for t, e in enumerate(per, 1):
@@ -331,7 +136,7 @@ def _run_detail(i: int, rec: dict, status: str) -> str:
                             ("Median step (ms)", "num"), ("Steps", "num")], rows, cls="small"))
     cfg = rec.get("config")
     parts.append("<pre>" + esc(json.dumps(cfg, indent=1, sort_keys=True, default=str)) + "</pre>")
-    return (f'<details id="run-{i}"><summary>{badge(status)} {esc(_label(rec))}</summary>'
+    return (f'<details id="run-{i}"><summary>{badge(status)} {esc(run_label(rec))}</summary>'
             + "".join(parts) + "</details>")
 
 
@@ -385,14 +190,13 @@ def build_report(results_dir: str | os.PathLike, *, baseline: str = "naive",
     if strict and baseline not in labels:
         raise ConfigError(f"--baseline: {baseline!r} is not a strategy of a complete run in "
                           f"{results_dir}; choose one of: {', '.join(labels) or 'none'}")
-    body_problems: list = []
-    sections = [_safe("Leaderboard", lambda: _leaderboard(complete, body_problems), body_problems),
-                _safe("Paired", lambda: _paired(complete, baseline, body_problems), body_problems),
-                _safe("Figures", lambda: _figures(complete, body_problems), body_problems),
-                _safe("Correlation", lambda: _correlation(complete, body_problems, n_boot),
-                      body_problems),
-                _safe("Runs", lambda: _runs(everything, partial), body_problems)]
-    problems += [p for p in dict.fromkeys(body_problems) if p not in problems]
+    found: list = []  # problems met while building the sections
+    sections = [_safe("Leaderboard", lambda: leaderboard_section(complete, found), found),
+                _safe("Paired", lambda: paired_section(complete, baseline, found), found),
+                _safe("Figures", lambda: figures_section(complete, found), found),
+                _safe("Correlation", lambda: correlation_section(complete, found, n_boot), found),
+                _safe("Runs", lambda: _runs(everything, partial), found)]
+    problems += [p for p in dict.fromkeys(found) if p not in problems]
     folder = Path(results_dir)
     summary = (f"{len(complete)} complete run(s), {len(failed)} failed, {len(partial)} partial, "
                f"{len(problems)} problem line(s); results folder <code>{esc(str(folder))}</code>; "
