@@ -24,8 +24,10 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "tensorboard", "websocket-client>=1.6"],
         "ray": ["ray[default]>=2.9"],
+        "tensorboard": ["tensorboard"],
+        "wandb": ["wandb"],
     },
     entry_points={"console_scripts": ["proxyfda-cl=proxyfda_cl.cli:main"]},
 )

@@ -45,7 +45,8 @@ def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.2f}%"
 
 
-def cmd_sweep(a, *, suite: Optional[str] = None, seeds: Optional[int] = None) -> int:
+def cmd_sweep(a, *, suite: Optional[str] = None, seeds: Optional[int] = None,
+              report: bool = True) -> int:
     from .sweep import expand, load_suite, run_sweep
 
     s = load_suite(suite or a.suite, seeds=seeds if seeds is not None else getattr(a, "seeds", None))
@@ -57,9 +58,29 @@ def cmd_sweep(a, *, suite: Optional[str] = None, seeds: Optional[int] = None) ->
                     gpus_per_run=getattr(a, "gpus_per_run", 0), retry_failed=a.retry_failed,
                     keep_checkpoints=a.keep_checkpoints, overwrite=a.overwrite, on_event=print)
     c = out["counts"]
+    if report:
+        _report(results_dir)
     print(f"complete: {c['complete']}, failed: {c['failed']}")
     a._results_dir = results_dir
     return 0 if c["failed"] == 0 else 1
+
+
+def _report(results_dir: str) -> None:
+    from .analysis.report import write_report
+
+    path, problems = write_report(results_dir)
+    print(f"report:      {path}" + (f" ({len(problems)} problem(s) listed)" if problems else ""))
+
+
+def cmd_report(a) -> int:
+    from .analysis.report import write_report
+
+    path, problems = write_report(a.results_dir, a.out, baseline=a.baseline or "naive",
+                                  strict=a.baseline is not None)
+    for p in problems:
+        print(f"problem: {p}", file=sys.stderr)
+    print(f"report: {path}")
+    return 0
 
 
 def cmd_demo(a) -> int:
@@ -78,7 +99,7 @@ def cmd_demo(a) -> int:
                   progress=True)  # pre-train once, with a progress bar, before workers start
     a.results = a.out or os.path.join("results", name)
     a.suite = name
-    code = cmd_sweep(a, suite=name, seeds=a.seeds)
+    code = cmd_sweep(a, suite=name, seeds=a.seeds, report=False)
     records, problems = read_results(a._results_dir)
     for p in problems:
         print(f"skipped: {p}")
@@ -89,6 +110,8 @@ def cmd_demo(a) -> int:
     corr = os.path.join(folder, "correlation.md")
     _write_text(corr, correlation_markdown(correlation_table(records)) + "\n")
     paths.append(corr)
+    print()
+    _report(folder)
     print()
     print(to_markdown(leaderboard(records)))
     print()
@@ -302,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--kind", choices=["forward-transfer", "otdd", "matrices", "all"], default="all")
     pl.add_argument("--out")
     pl.set_defaults(fn=cmd_plot)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page of a results folder")
+    rp.add_argument("results_dir")
+    rp.add_argument("--out", help="HTML file (default: RESULTS_DIR/report.html)")
+    rp.add_argument("--baseline", help="strategy the paired comparison subtracts (default naive)")
+    rp.set_defaults(fn=cmd_report)
 
     c = sub.add_parser("correlation", help="forgetting vs OTDD and vs L2, with bootstrap CIs")
     c.add_argument("results_dir")

@@ -1,7 +1,7 @@
 """Run configuration: dataclasses, YAML loading, ``--set`` overrides and validation.
 
 A ``RunConfig`` is complete after defaults; its ``id`` is a stable hash of every field
-except ``out`` (where results go does not change what is computed).
+except ``out`` and ``loggers`` (where results and logs go does not change what is computed).
 """
 from __future__ import annotations
 
@@ -108,12 +108,14 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     device: str = "auto"
     out: str = "results"
+    loggers: list = field(default_factory=lambda: ["interactive"])
 
     @property
     def id(self) -> str:
-        """Stable hash of the complete config, ``out`` excluded."""
+        """Stable hash of the complete config, ``out`` and ``loggers`` excluded."""
         d = to_dict(self)
         d.pop("out")
+        d.pop("loggers")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -257,6 +259,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     cfg.eval.probe_grid = [coerce(v, float, "eval.probe_grid") for v in cfg.eval.probe_grid]
     if not cfg.eval.probe_grid or min(cfg.eval.probe_grid) <= 0:
         raise ConfigError(f"eval.probe_grid: give positive penalties, got {cfg.eval.probe_grid!r}")
+    from .loggers import check_loggers
+
+    cfg.loggers = check_loggers(cfg.loggers)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):
         raise ConfigError(f"device: {cfg.device!r} is not auto, cpu, cuda[:N] or mps")
     return cfg

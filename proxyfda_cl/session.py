@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from typing import Callable
 
 import torch
-from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 
@@ -20,6 +19,7 @@ from .benchmarks.sampler import BatchSamplerPlugin
 from .benchmarks.streams import build_stream
 from .config import RunConfig, to_dict
 from .evaluation import Evaluator
+from .loggers import RunLoggers
 from .models import EncoderWithHeads, build_encoder, image_transform
 from .runner import (_rng_state, _set_rng_state, checkpoint_dir, resolve_device, seed_everything,
                      versions)
@@ -117,13 +117,13 @@ class Session:
         extra.append(DivergenceGuardPlugin(
             lr=cfg.train.lr, hint="".join(f" or strategy.{k}" for k in weights)))
         optimizer = make_optimizer(model, cfg.train)
+        logs = RunLoggers(cfg, interactive=self.progress, resumed=ckpt is not None)
         strategy = Naive(model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
                          train_mb_size=cfg.train.batch_size,
                          train_epochs=cfg.train.epochs + recipe.extra_epochs,
                          eval_mb_size=cfg.eval.batch_size, device=device,
-                         plugins=list(plugins) + extra,
-                         evaluator=EvaluationPlugin(accuracy_metrics(experience=True),
-                                                    loggers=[]))
+                         plugins=logs.plugins + list(plugins) + extra,
+                         evaluator=EvaluationPlugin(*logs.metrics(), loggers=logs.loggers))
         if ckpt is not None:
             _restore_strategy(strategy, model, ckpt)
             _set_rng_state(ckpt["rng"])
@@ -161,8 +161,11 @@ class Session:
                 state["timing"].append({"train_s": train_s, "eval_s": time.perf_counter() - t0,
                                         "step_median_s": timer.median(),
                                         "steps": len(timer.times)})
+                logs.log_experience(t + 1, state, evaluator.columns, list(stream.experiences),
+                                    strategy.clock.train_iterations)
                 self._save_checkpoint(ckpt_dir, model, plugins, strategy, state, evaluator)
         finally:
+            logs.close()
             if autocast is not None:  # a failed forward must not leave autocast on
                 autocast.close()
 
