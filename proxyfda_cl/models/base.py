@@ -9,7 +9,9 @@ An encoder is any ``nn.Module`` mapping preprocessed images ``[B, 3, H, W]`` to 
   (resize the shorter side, then centre-crop, as CLIP's preprocessing does);
 - ``ldifs_layers`` (dict): submodule name (as in ``named_modules()``) -> channel dimension
   of that submodule's output (``1`` for ``[B, C, H, W]``, ``-1`` for ``[B, N, C]`` tokens).
-  LDIFS compares these outputs; the final embedding is always compared too.
+  LDIFS compares these outputs; the final embedding is always compared too;
+- ``random_init`` (bool, default False): True when the encoder was built on purpose without
+  pre-trained weights (``backbone.weights: random``, for speed measurements and tests).
 
 ``Encoder`` below sets these attributes; third-party modules are wrapped by the factories
 in ``proxyfda_cl.models``.
@@ -23,6 +25,17 @@ from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from torch import nn
 from torchvision.transforms import v2 as T
 
+RANDOM_WEIGHTS = "random"
+"""The ``backbone.weights`` value that builds an architecture with random weights, on purpose."""
+
+
+def wants_random_weights(cfg) -> bool:
+    """Whether the ``BackboneConfig`` asks for random weights (``backbone.weights: random``).
+
+    Only this exact value does: a missing weights file is never replaced by random weights.
+    """
+    return getattr(cfg, "weights", None) == RANDOM_WEIGHTS
+
 
 class Encoder(nn.Module):
     """Base class: ``forward(images) -> [B, feature_dim]`` plus preprocessing metadata.
@@ -35,6 +48,8 @@ class Encoder(nn.Module):
         ldifs_layers: submodule name -> channel dim, compared by LDIFS.
         resize_mode: ``squash`` or ``shortest`` (shorter side, then centre crop).
     """
+
+    random_init: bool = False
 
     def __init__(self, *, feature_dim: int, input_size: int, mean: Sequence[float],
                  std: Sequence[float], ldifs_layers: Optional[dict] = None,
