@@ -103,6 +103,14 @@ class EncoderWithHeads(MultiTaskModule):
 
     ``forward(x, task_labels)`` runs the encoder once for the whole batch, then routes
     each sample to its task's head (Avalanche's ``MultiHeadClassifier``).
+
+    Avalanche's routing reads the task labels on the host (``torch.unique``, boolean masks,
+    ``.item()``), which on a GPU blocks the host in every training step. When the training
+    experience has a single task label (task-incremental streams), the task is known on the
+    host from the experience (``adaptation``), so a training forward calls that head directly
+    and pads its output as Avalanche does (same values, same gradients); the labels are
+    checked on the device (``torch._assert_async``), so a batch of another task fails loudly
+    instead of being routed silently. Evaluation and mixed-task batches take Avalanche's path.
     """
 
     def __init__(self, encoder: nn.Module) -> None:
@@ -110,11 +118,33 @@ class EncoderWithHeads(MultiTaskModule):
         self.encoder = encoder
         self.heads = MultiHeadClassifier(encoder.feature_dim, initial_out_features=2,
                                          masking=False)
+        self.train_task: Optional[int] = None
+
+    def adaptation(self, experience) -> None:
+        """Avalanche's adaptation; a training experience with one task label sets ``train_task``."""
+        super().adaptation(experience)
+        if self.training:
+            tasks = {int(t) for t in experience.task_labels}
+            self.train_task = tasks.pop() if len(tasks) == 1 else None
 
     def forward(self, x: torch.Tensor, task_labels: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(x)
         with _full_precision(feats):
+            task = getattr(self, "train_task", None)  # None in checkpoints of older versions
+            if self.training and task is not None and isinstance(task_labels, torch.Tensor):
+                return self._train_task_forward(feats.float(), task_labels, task)
             return self.heads(feats.float(), task_labels)
+
+    def _train_task_forward(self, feats: torch.Tensor, task_labels: torch.Tensor,
+                            task: int) -> torch.Tensor:
+        """``self.heads(feats, task_labels)`` for a batch of task ``task``, without host syncs."""
+        torch._assert_async(torch.all(task_labels == task),
+                            "EncoderWithHeads: a training batch holds samples of another task "
+                            "than its experience's")
+        out = self.heads.forward_single_task(feats, task)
+        padded = out.new_zeros(out.shape[0], self.heads.max_class_label)
+        padded[:, :out.shape[1]] = out
+        return padded
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         feats = self.encoder(x)
