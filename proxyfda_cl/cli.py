@@ -257,6 +257,8 @@ def cmd_overhead(a) -> int:
                           "median_step_s": {n: r["median_step_s"] for n, r in rows.items()},
                           "images_per_s": {n: r["images_per_s"] for n, r in rows.items()},
                           "peak_mem_mb": {n: r["peak_mem_mb"] for n, r in rows.items()},
+                          "step_range_s": {n: [r["min_step_s"], r["max_step_s"]]
+                                           for n, r in rows.items()},
                           **{k: v for k, v in res.items() if k != "strategies"}}, indent=2))
         return 0
     mem = any(r["peak_mem_mb"] is not None for r in rows.values())

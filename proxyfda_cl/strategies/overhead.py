@@ -191,7 +191,8 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
 
     Returns:
         A dict: ``strategies`` ``{name: {"median_step_s", "ratio", "images_per_s",
-        "peak_mem_mb"}}`` with naive first (``peak_mem_mb`` is None off CUDA);
+        "peak_mem_mb", "min_step_s", "max_step_s"}}`` with naive first (``peak_mem_mb`` is
+        None off CUDA);
         ``teacher_forward_s``; ``floor_s`` (naive + teacher forward) and ``floor_ratio``;
         ``vs_floor`` ``{name: step / floor}`` for the strategies with a live teacher;
         and the settings used.
@@ -294,7 +295,8 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
     med = {n: statistics.median(times[n]) for n in items}
     base = med["naive"]
     out = {n: {"median_step_s": med[n], "ratio": med[n] / base,
-               "images_per_s": batch_size / med[n], "peak_mem_mb": peak[n]} for n in names}
+               "images_per_s": batch_size / med[n], "peak_mem_mb": peak[n],
+               "min_step_s": min(times[n]), "max_step_s": max(times[n])} for n in names}
     floor = base + med["teacher_forward"]
     live = [n for n in names if not n.endswith(CACHE_SUFFIX) and _has_live_teacher(n)]
     return {"strategies": out, "teacher_forward_s": med["teacher_forward"],
