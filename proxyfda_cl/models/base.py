@@ -110,7 +110,8 @@ class EncoderWithHeads(MultiTaskModule):
     host from the experience (``adaptation``), so a training forward calls that head directly
     and pads its output as Avalanche does (same values, same gradients); the labels are
     checked on the device (``torch._assert_async``), so a batch of another task fails loudly
-    instead of being routed silently. Evaluation and mixed-task batches take Avalanche's path.
+    instead of being routed silently. Evaluation, mixed-task batches and other devices (MPS)
+    take Avalanche's path.
     """
 
     def __init__(self, encoder: nn.Module) -> None:
@@ -131,7 +132,8 @@ class EncoderWithHeads(MultiTaskModule):
         feats = self.encoder(x)
         with _full_precision(feats):
             task = getattr(self, "train_task", None)  # None in checkpoints of older versions
-            if self.training and task is not None and isinstance(task_labels, torch.Tensor):
+            if (self.training and task is not None and isinstance(task_labels, torch.Tensor)
+                    and task_labels.device.type in ("cpu", "cuda")):
                 return self._train_task_forward(feats.float(), task_labels, task)
             return self.heads(feats.float(), task_labels)
 
