@@ -225,18 +225,37 @@ def cmd_correlation(a) -> int:
 
 
 def cmd_overhead(a) -> int:
+    import json
+
     from .config import BackboneConfig
+    from .errors import ConfigError
     from .models import build_encoder
+    from .runner import resolve_device
     from .strategies import STRATEGIES, strategy_defaults
-    from .strategies.overhead import measure_overhead
+    from .strategies.overhead import measure_step_overhead
 
     names = a.strategies or ["naive", "fda", "proxy_fda", "ldifs", "l2sp"]
+    if names == ["all"]:
+        names = STRATEGIES.names()
     for n in names:
         STRATEGIES.get(n)
     if "naive" not in names:
         names = ["naive"] + names
-    cfg = BackboneConfig(name=a.backbone)
-    build_encoder(cfg, progress=True)
+    for flag, value in (("--steps", a.steps), ("--batch-size", a.batch_size),
+                        ("--image-size", a.image_size or 1)):
+        if value < 1:
+            raise ConfigError(f"{flag}: must be a positive integer, got {value}")
+    if a.warmup < 0:
+        raise ConfigError(f"--warmup: must be >= 0, got {a.warmup}")
+    if a.threads is not None:
+        if a.threads < 1:
+            raise ConfigError(f"--threads: must be a positive integer, got {a.threads}")
+        import torch
+
+        torch.set_num_threads(a.threads)
+    device = str(resolve_device(a.device))
+    cfg = BackboneConfig(name=a.backbone, weights=a.weights, input_size=a.image_size)
+    build_encoder(cfg, progress=not a.json)  # fail fast (and download, pre-train) once
     if a.epochs:
         from .strategies.overhead import measure_epoch_overhead
 
@@ -246,16 +265,44 @@ def cmd_overhead(a) -> int:
             if "teacher_cache_mb" in strategy_defaults(n):
                 variants[f"{n} (no cache)"] = (n, {"teacher_cache_mb": 0.0})
         res = measure_epoch_overhead(lambda: build_encoder(cfg), variants, epochs=a.epochs,
-                                     batch_size=a.batch_size, repeats=a.repeats, device=a.device)
+                                     batch_size=a.batch_size, repeats=a.repeats, device=device)
+        if a.json:
+            print(json.dumps({"backbone": a.backbone, "weights": a.weights, "device": device,
+                              "ratio": {n: r["ratio"] for n, r in res.items()},
+                              "median_epoch_s": {n: r["median_epoch_s"] for n, r in res.items()},
+                              "first_epoch_s": {n: r["first_epoch_s"] for n, r in res.items()},
+                              "settings": {"epochs": a.epochs, "batch_size": a.batch_size,
+                                           "repeats": a.repeats}}, indent=2))
+            return 0
         print(f"{'strategy':22s} {'median epoch (s)':>17s} {'first epoch (s)':>16s} {'x naive':>8s}")
         for n, r in res.items():
             print(f"{n:22s} {r['median_epoch_s']:17.3f} {r['first_epoch_s']:16.3f} {r['ratio']:8.3f}")
         return 0
-    res = measure_overhead(lambda: build_encoder(cfg), names, batch_size=a.batch_size,
-                           steps=a.steps, device=a.device)
-    print(f"{'strategy':12s} {'median step (ms)':>17s} {'x naive':>8s}")
-    for n, r in res.items():
-        print(f"{n:12s} {1000 * r['median_step_s']:17.2f} {r['ratio']:8.3f}")
+    res = measure_step_overhead(lambda: build_encoder(cfg), names, batch_size=a.batch_size,
+                                steps=a.steps, warmup=a.warmup, device=device,
+                                image_size=a.image_size, precision=a.precision,
+                                optimizer=a.optimizer, teacher_cache=a.teacher_cache)
+    rows = res["strategies"]
+    if a.json:
+        print(json.dumps({"backbone": a.backbone, "weights": a.weights,
+                          "ratio": {n: r["ratio"] for n, r in rows.items()},
+                          "median_step_s": {n: r["median_step_s"] for n, r in rows.items()},
+                          "images_per_s": {n: r["images_per_s"] for n, r in rows.items()},
+                          "peak_mem_mb": {n: r["peak_mem_mb"] for n, r in rows.items()},
+                          "step_range_s": {n: [r["min_step_s"], r["max_step_s"]]
+                                           for n, r in rows.items()},
+                          **{k: v for k, v in res.items() if k != "strategies"}}, indent=2))
+        return 0
+    mem = any(r["peak_mem_mb"] is not None for r in rows.values())
+    print(f"{'strategy':16s} {'median step (ms)':>17s} {'x naive':>8s} {'images/s':>9s}"
+          + (f" {'peak MiB':>9s}" if mem else ""))
+    for n, r in rows.items():
+        print(f"{n:16s} {1000 * r['median_step_s']:17.2f} {r['ratio']:8.3f} "
+              f"{r['images_per_s']:9.1f}" + (f" {r['peak_mem_mb']:9.0f}" if mem else ""))
+    print(f"teacher forward {1000 * res['teacher_forward_s']:.2f} ms; floor (naive + teacher "
+          f"forward) {1000 * res['floor_s']:.2f} ms = {res['floor_ratio']:.3f} x naive")
+    for n, v in res["vs_floor"].items():
+        print(f"  {n}: {v:.3f} x floor")
     return 0
 
 
@@ -342,13 +389,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("overhead", help="training-step time of each strategy relative to naive")
     o.add_argument("--backbone", default="tiny")
-    o.add_argument("--strategies", nargs="+")
+    o.add_argument("--weights", help="backbone.weights: a local file, or random (no weights)")
+    o.add_argument("--strategies", nargs="+", help="names, or all (naive is always measured)")
     o.add_argument("--steps", type=int, default=30, help="timed steps per strategy")
+    o.add_argument("--warmup", type=int, default=3, help="untimed steps per strategy first")
     o.add_argument("--epochs", type=int, default=0,
                    help="instead: time real epochs (teacher cache on and off)")
     o.add_argument("--repeats", type=int, default=3, help="with --epochs: runs per strategy")
     o.add_argument("--batch-size", type=int, default=64)
-    o.add_argument("--device", default="cpu")
+    o.add_argument("--image-size", type=int, help="input side (default: the backbone's)")
+    o.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: autocast, as train.precision")
+    o.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    o.add_argument("--teacher-cache", action="store_true",
+                   help="also time FDA and Proxy-FDA with a warm teacher-feature cache")
+    o.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    o.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    o.add_argument("--json", action="store_true", help="print one JSON object")
     o.set_defaults(fn=cmd_overhead)
     return p
 

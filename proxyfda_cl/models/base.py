@@ -9,7 +9,9 @@ An encoder is any ``nn.Module`` mapping preprocessed images ``[B, 3, H, W]`` to 
   (resize the shorter side, then centre-crop, as CLIP's preprocessing does);
 - ``ldifs_layers`` (dict): submodule name (as in ``named_modules()``) -> channel dimension
   of that submodule's output (``1`` for ``[B, C, H, W]``, ``-1`` for ``[B, N, C]`` tokens).
-  LDIFS compares these outputs; the final embedding is always compared too.
+  LDIFS compares these outputs; the final embedding is always compared too;
+- ``random_init`` (bool, default False): True when the encoder was built on purpose without
+  pre-trained weights (``backbone.weights: random``, for speed measurements and tests).
 
 ``Encoder`` below sets these attributes; third-party modules are wrapped by the factories
 in ``proxyfda_cl.models``.
@@ -23,6 +25,17 @@ from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from torch import nn
 from torchvision.transforms import v2 as T
 
+RANDOM_WEIGHTS = "random"
+"""The ``backbone.weights`` value that builds an architecture with random weights, on purpose."""
+
+
+def wants_random_weights(cfg) -> bool:
+    """Whether the ``BackboneConfig`` asks for random weights (``backbone.weights: random``).
+
+    Only this exact value does: a missing weights file is never replaced by random weights.
+    """
+    return getattr(cfg, "weights", None) == RANDOM_WEIGHTS
+
 
 class Encoder(nn.Module):
     """Base class: ``forward(images) -> [B, feature_dim]`` plus preprocessing metadata.
@@ -35,6 +48,8 @@ class Encoder(nn.Module):
         ldifs_layers: submodule name -> channel dim, compared by LDIFS.
         resize_mode: ``squash`` or ``shortest`` (shorter side, then centre crop).
     """
+
+    random_init: bool = False
 
     def __init__(self, *, feature_dim: int, input_size: int, mean: Sequence[float],
                  std: Sequence[float], ldifs_layers: Optional[dict] = None,
@@ -88,6 +103,15 @@ class EncoderWithHeads(MultiTaskModule):
 
     ``forward(x, task_labels)`` runs the encoder once for the whole batch, then routes
     each sample to its task's head (Avalanche's ``MultiHeadClassifier``).
+
+    Avalanche's routing reads the task labels on the host (``torch.unique``, boolean masks,
+    ``.item()``), which on a GPU blocks the host in every training step. When the training
+    experience has a single task label (task-incremental streams), the task is known on the
+    host from the experience (``adaptation``), so a training forward calls that head directly
+    and pads its output as Avalanche does (same values, same gradients); the labels are
+    checked on the device (``torch._assert_async``), so a batch of another task fails loudly
+    instead of being routed silently. Evaluation, mixed-task batches and other devices (MPS)
+    take Avalanche's path.
     """
 
     def __init__(self, encoder: nn.Module) -> None:
@@ -95,11 +119,34 @@ class EncoderWithHeads(MultiTaskModule):
         self.encoder = encoder
         self.heads = MultiHeadClassifier(encoder.feature_dim, initial_out_features=2,
                                          masking=False)
+        self.train_task: Optional[int] = None
+
+    def adaptation(self, experience) -> None:
+        """Avalanche's adaptation; a training experience with one task label sets ``train_task``."""
+        super().adaptation(experience)
+        if self.training:
+            tasks = {int(t) for t in experience.task_labels}
+            self.train_task = tasks.pop() if len(tasks) == 1 else None
 
     def forward(self, x: torch.Tensor, task_labels: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(x)
         with _full_precision(feats):
+            task = getattr(self, "train_task", None)  # None in checkpoints of older versions
+            if (self.training and task is not None and isinstance(task_labels, torch.Tensor)
+                    and task_labels.device.type in ("cpu", "cuda")):
+                return self._train_task_forward(feats.float(), task_labels, task)
             return self.heads(feats.float(), task_labels)
+
+    def _train_task_forward(self, feats: torch.Tensor, task_labels: torch.Tensor,
+                            task: int) -> torch.Tensor:
+        """``self.heads(feats, task_labels)`` for a batch of task ``task``, without host syncs."""
+        torch._assert_async(torch.all(task_labels == task),
+                            "EncoderWithHeads: a training batch holds samples of another task "
+                            "than its experience's")
+        out = self.heads.forward_single_task(feats, task)
+        padded = out.new_zeros(out.shape[0], self.heads.max_class_label)
+        padded[:, :out.shape[1]] = out
+        return padded
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         feats = self.encoder(x)

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import ConfigError, WeightsError
 from . import BACKBONES
-from .base import ModuleEncoder
+from .base import ModuleEncoder, wants_random_weights
 from .timm_encoder import _one_line
 
 __all__ = ["TorchEncoder", "create_torch", "import_user_module"]
@@ -102,6 +102,10 @@ def create_torch(spec: str, cfg, *, cache_dir: str, progress: bool = False) -> T
         progress: unused.
     """
     label = f"torch:{spec}"
+    if wants_random_weights(cfg):
+        raise ConfigError("backbone.weights: random is for openclip:, timm: and tiny backbones; "
+                          f"{label} builds whatever its factory builds, so leave "
+                          "backbone.weights unset")
     target, _, factory_name = spec.rpartition(":")
     if not target or not factory_name:
         raise ConfigError(f"backbone.name: {label!r} should be torch:<module>:<factory>, "

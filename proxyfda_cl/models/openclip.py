@@ -1,7 +1,10 @@
 """open_clip image towers: ``openclip:<arch>/<tag-or-file>``.
 
 ``openclip:ViT-B-32/openai`` loads a pretrained tag, ``openclip:ViT-B-32//path/to/file.bin``
-a local checkpoint; ``backbone.weights`` (a local file) takes precedence over both. A tag's
+a local checkpoint; ``backbone.weights`` (a local file) takes precedence over both.
+``backbone.weights: random`` builds the architecture with open_clip's random initialisation
+and loads nothing (``openclip:ViT-B-32``, or with a tag for its preprocessing and QuickGELU);
+it is only ever used when asked for, for speed measurements and tests. A tag's
 weights come from the Hugging Face cache, or are downloaded when the hub is reachable;
 otherwise a ``WeightsError`` names the file to place. Checkpoints may hold the whole CLIP
 model or just the image tower (``visual.*`` or bare keys).
@@ -30,7 +33,7 @@ from torch import nn
 
 from ..errors import ConfigError, WeightsError
 from . import BACKBONES
-from .base import Encoder
+from .base import Encoder, wants_random_weights
 from .timm_encoder import (_one_line, cached_hf_file, download_progress, hf_cache_dir,
                            hub_reachable, quarter_depths, timm_ldifs_layers)
 
@@ -164,7 +167,8 @@ def create_openclip(spec: str, cfg, *, cache_dir: str, progress: bool = False) -
 
     Args:
         spec: ``<arch>/<tag>`` or ``<arch>/<path>``; ``<arch>`` alone when ``cfg.weights`` is set.
-        cfg: the ``BackboneConfig``: ``weights`` (local file, takes precedence),
+        cfg: the ``BackboneConfig``: ``weights`` (local file, takes precedence; ``random``
+            for open_clip's random initialisation, nothing loaded),
             ``input_size`` (forces the tower's image size; ViT position embeddings are
             resampled), ``mean``/``std`` (override open_clip's preprocessing).
         cache_dir: where URL-only weights are cached (``<cache_dir>/open_clip``); hub weights
@@ -182,7 +186,14 @@ def create_openclip(spec: str, cfg, *, cache_dir: str, progress: bool = False) -
     source_file = os.path.expanduser(source) if source and not tcfg else ""
 
     path: Optional[str]
-    if cfg.weights:
+    random_init = wants_random_weights(cfg)
+    if random_init:
+        if source_file:
+            raise ConfigError(f"backbone.weights: random builds {arch} without weights, but "
+                              f"backbone.name also names {source!r}; use openclip:{arch} "
+                              f"(or openclip:{arch}/<tag> for the tag's preprocessing)")
+        path = None
+    elif cfg.weights:
         path = os.path.expanduser(cfg.weights)
         if not os.path.isfile(path):
             raise WeightsError(f"backbone.weights: file not found: {path}")
@@ -208,6 +219,7 @@ def create_openclip(spec: str, cfg, *, cache_dir: str, progress: bool = False) -
     preprocess = {k: tcfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tcfg}
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # open_clip warns "initialized randomly"; weights follow
+    # (unless backbone.weights is random: then the random initialisation is what was asked)
     try:
         model = open_clip.create_model(
             arch, pretrained=None, force_quick_gelu=bool(tcfg.get("quick_gelu", False)),
@@ -215,13 +227,17 @@ def create_openclip(spec: str, cfg, *, cache_dir: str, progress: bool = False) -
             pretrained_text=False)
     finally:
         logging.disable(previous)
-    _load(model, path, label, f" (backbone.input_size={force_size} may not fit these weights)"
-          if force_size else "")
+    if path is not None:
+        _load(model, path, label, f" (backbone.input_size={force_size} may not fit these "
+              "weights)" if force_size else "")
     visual = model.visual
     del model
     pp = open_clip.get_model_preprocess_cfg(visual)
     size = int(cfg.input_size or _side(pp["size"]))
-    return OpenCLIPEncoder(visual, feature_dim=int(model_cfg["embed_dim"]), input_size=size,
-                           mean=cfg.mean or pp["mean"], std=cfg.std or pp["std"],
-                           ldifs_layers=openclip_ldifs_layers(visual, size),
-                           resize_mode="squash" if pp.get("resize_mode") == "squash" else "shortest")
+    encoder = OpenCLIPEncoder(visual, feature_dim=int(model_cfg["embed_dim"]), input_size=size,
+                              mean=cfg.mean or pp["mean"], std=cfg.std or pp["std"],
+                              ldifs_layers=openclip_ldifs_layers(visual, size),
+                              resize_mode="squash" if pp.get("resize_mode") == "squash"
+                              else "shortest")
+    encoder.random_init = random_init
+    return encoder

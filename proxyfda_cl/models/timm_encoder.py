@@ -5,6 +5,8 @@ Weights come from, in order: ``backbone.weights`` (a local file), a package that
 (or torch hub cache for URL-only weights), a download when the hub is reachable. With none
 of these a ``WeightsError`` names the file to place; reachability is decided in about a
 second (``HF_HUB_OFFLINE`` is honoured and set when the hub cannot be reached).
+``backbone.weights: random`` builds the architecture with timm's random initialisation
+(``pretrained=False``): nothing is looked up or downloaded. It is used only when asked for.
 
 LDIFS layers (METHOD.md, LDIFS), chosen from timm's own ``feature_info``:
 
@@ -33,7 +35,7 @@ from torch import nn
 
 from ..errors import ConfigError, WeightsError
 from . import BACKBONES
-from .base import ModuleEncoder
+from .base import ModuleEncoder, wants_random_weights
 from .packaged import PACKAGED, install_hint, packaged_weights, to_timm
 
 __all__ = ["TimmEncoder", "create_timm", "quarter_depths", "timm_ldifs_layers",
@@ -247,14 +249,14 @@ def create_timm(spec: str, cfg, *, cache_dir: str, progress: bool = False) -> Ti
 
     Args:
         spec: the timm model name, optionally with a pretrained tag (``resnet50.a1_in1k``).
-        cfg: the ``BackboneConfig``; ``weights`` is a local file that takes precedence,
+        cfg: the ``BackboneConfig``; ``weights`` is a local file that takes precedence
+            (``random``: timm's random initialisation, nothing loaded or downloaded),
             ``input_size`` (passed to timm as ``img_size`` for fixed-size models),
             ``mean``/``std`` override timm's data config.
         cache_dir: unused; timm weights live in the Hugging Face / torch hub caches.
         progress: show download progress bars.
     """
     import timm
-    from timm.data import resolve_data_config
     from timm.models import get_pretrained_cfg, load_state_dict
 
     label = f"timm:{spec}"
@@ -272,6 +274,16 @@ def create_timm(spec: str, cfg, *, cache_dir: str, progress: bool = False) -> Ti
     kwargs: dict = {"num_classes": 0}
     if cfg.input_size and pcfg.fixed_input_size and cfg.input_size != pcfg.input_size[-1]:
         kwargs["img_size"] = int(cfg.input_size)
+
+    if wants_random_weights(cfg):
+        try:
+            model = timm.create_model(spec, pretrained=False, **kwargs)
+        except TypeError as e:
+            if "img_size" not in kwargs:
+                raise
+            raise ConfigError(f"backbone.input_size: timm model {spec!r} has a fixed input "
+                              f"size {pcfg.input_size[-1]} ({_one_line(e)})") from e
+        return _wrap(model, cfg, random_init=True)
 
     path = os.path.expanduser(cfg.weights) if cfg.weights else None
     if path is not None and not os.path.isfile(path):
@@ -307,10 +319,18 @@ def create_timm(spec: str, cfg, *, cache_dir: str, progress: bool = False) -> Ti
                            f"{_one_line(e)}") from e
     for attr in ("pretrained_cfg", "default_cfg"):  # drop the loaded copy of the weights
         getattr(model, attr, {}).pop("state_dict", None)
+    return _wrap(model, cfg, random_init=False)
+
+
+def _wrap(model: nn.Module, cfg, *, random_init: bool) -> TimmEncoder:
+    """The ``TimmEncoder`` around a built timm model: preprocessing and LDIFS layers."""
+    from timm.data import resolve_data_config
 
     data = resolve_data_config({}, model=model)
     size = int(cfg.input_size or data["input_size"][-1])
     ldifs, out_shape = timm_ldifs_layers(model, size, prefix="model.")
-    return TimmEncoder(model, feature_dim=out_shape[-1], input_size=size,
-                       mean=cfg.mean or data["mean"], std=cfg.std or data["std"],
-                       ldifs_layers=ldifs)
+    encoder = TimmEncoder(model, feature_dim=out_shape[-1], input_size=size,
+                          mean=cfg.mean or data["mean"], std=cfg.std or data["std"],
+                          ldifs_layers=ldifs)
+    encoder.random_init = random_init
+    return encoder

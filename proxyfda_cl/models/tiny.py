@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError, WeightsError
 from . import BACKBONES
-from .base import Encoder
+from .base import Encoder, wants_random_weights
 
 WORLD_MEAN = (0.4, 0.4, 0.4)
 WORLD_STD = (0.25, 0.25, 0.25)
@@ -142,10 +142,15 @@ def load_or_pretrain(cfg: PretrainConfig, cache_dir: str, *, progress: bool = Fa
 
 @BACKBONES.register("tiny")
 def tiny(spec: str, cfg, *, cache_dir: str, progress: bool = False) -> TinyCNN:
-    """``tiny`` or ``tiny:quick``; ``backbone.weights`` may point at a saved state_dict."""
+    """``tiny`` or ``tiny:quick``; ``backbone.weights`` may point at a saved state_dict, or be
+    ``random`` for the untrained network (no pre-training)."""
     if spec not in PRESETS:
         raise ConfigError(f"backbone.name: unknown tiny preset {spec!r}; use tiny or tiny:quick")
     pcfg = PRESETS[spec]
+    if wants_random_weights(cfg):
+        model = TinyCNN(width=pcfg.width, feature_dim=pcfg.feature_dim, input_size=pcfg.image_size)
+        model.random_init = True
+        return model.eval()
     if cfg.weights:
         path = os.path.expanduser(cfg.weights)
         if not os.path.isfile(path):

@@ -1,15 +1,32 @@
 """Training-step overhead of each strategy relative to naive fine-tuning.
 
 Every strategy gets its own Avalanche ``Naive`` strategy with its recipe's plugins, a copy of
-the same encoder and the same fixed minibatch. After the experience set-up (teacher snapshot,
-hooks, optimizer), one training step is exactly the body of Avalanche's training loop: plugin
-callbacks, forward, loss with regulariser, backward, optimizer step. Strategies are stepped
-round-robin, so drift of the machine's speed affects all of them alike. The measured steps are
-the first epoch of an experience (for LP-FT, its head-only phase).
+the same encoder and the same fixed minibatch. The toy stream has two experiences; the
+measured steps are the first steps of the second one, after the first has been closed as a
+real run closes it (so EWC's penalty and LwF's distillation are active, and the teacher is
+the frozen model of the previous experience; ``experience=1`` measures the first instead).
+For LP-FT the measured steps are its head-only phase. One training step is exactly the body
+of Avalanche's training loop: plugin callbacks, forward, loss with regulariser, backward,
+optimizer step. Loading and copying the batch to the device are not part of it (the batch
+already sits on the device).
+
+Two more figures come with the strategies:
+
+- ``teacher_forward``: one forward pass of the frozen teacher on the batch (``no_grad``,
+  under the same autocast as training); the *floor* of a strategy with a live teacher is
+  naive plus this (what FDA costs at least without the teacher-feature cache);
+- ``<name>+cache`` variants (``teacher_cache=True``): FDA and Proxy-FDA with the teacher-feature
+  cache warm, i.e. the steps of epochs 2..E of a real run, where no teacher forward runs.
+
+On the CPU strategies are stepped round-robin, so drift of the machine's speed affects all of
+them alike. On CUDA they run one after another (so that each one's peak memory is its own),
+steps are timed with CUDA events without synchronising inside the loop. Images/s is the batch
+size over the median step.
 """
 from __future__ import annotations
 
 import copy
+import gc
 import statistics
 import time
 from typing import Callable, Optional
@@ -19,8 +36,12 @@ from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
+from ..benchmarks.sampler import BatchSamplerPlugin
 from ..models.base import EncoderWithHeads
-from .registry import build_strategy
+from .registry import build_strategy, strategy_defaults
+from .teacher import frozen_copy
+
+CACHE_SUFFIX = "+cache"
 
 
 def tensor_benchmark(data: list):
@@ -75,11 +96,80 @@ def _end(strategy: Naive) -> None:
     strategy._train_cleanup()
 
 
-def measure_overhead(encoder_factory: Callable[[], nn.Module], strategies: list, *,
-                     batch_size: int = 64, steps: int = 20, warmup: int = 3, device: str = "cpu",
-                     num_classes: int = 10, image_size: Optional[int] = None,
-                     params: Optional[dict] = None, lr: float = 1e-3, seed: int = 0) -> dict:
-    """Median training-step time of each strategy and its ratio to naive's.
+class FixedBatchIndices(BatchSamplerPlugin):
+    """Reports the fixed minibatch as dataset indices ``0..B-1`` of the experience, as the
+    runner's batch sampler reports a real batch's indices, so that the teacher-feature cache
+    fills at the first step and serves every later one (the state of epochs 2..E)."""
+
+    def __init__(self) -> None:
+        super().__init__(kind="random")
+
+    def before_training_exp(self, strategy, *args, **kwargs) -> None:
+        self.current_indices = None  # keep the strategy's own dataloader
+
+    def before_training_iteration(self, strategy, *args, **kwargs) -> None:
+        self.current_indices = torch.arange(len(strategy.mb_y))
+
+
+def _optimizer(name: str, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    raise ValueError(f"optimizer must be sgd or adamw, got {name!r}")
+
+
+def _build(name: str, encoder: nn.Module, experiences: list, *, params: dict, batch_size: int,
+           device: torch.device, precision: str, optimizer: str, lr: float) -> Naive:
+    """A strategy positioned before the first step of the last of ``experiences``."""
+    from ..training import AutocastPlugin
+
+    base, cached = (name[:-len(CACHE_SUFFIX)], True) if name.endswith(CACHE_SUFFIX) else (name, False)
+    recipe = build_strategy(base, params.get(name, params.get(base, {})))
+    plugins = list(recipe.plugins)
+    if cached:
+        plugins.append(FixedBatchIndices())
+    if precision == "bf16":
+        plugins.append(AutocastPlugin(device_type=device.type))
+    model = EncoderWithHeads(copy.deepcopy(encoder))
+    strategy = Naive(model=model, optimizer=_optimizer(optimizer, model, lr),
+                     criterion=nn.CrossEntropyLoss(), train_mb_size=batch_size, train_epochs=1,
+                     plugins=plugins, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1,
+                     device=device)
+    for exp in experiences[:-1]:  # closed without steps, as after an experience of training
+        _begin(strategy, exp)
+        _end(strategy)
+    _begin(strategy, experiences[-1])
+    return strategy
+
+
+def _teacher_step(encoder: nn.Module, device: torch.device, precision: str) -> Callable:
+    """One frozen-teacher forward on the batch, as ``Teacher`` runs it (``no_grad``, autocast)."""
+    teacher = frozen_copy(encoder).to(device)
+
+    def step(batch: list) -> None:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                             enabled=precision == "bf16"):
+            teacher(batch[0])
+    return step
+
+
+def _names(strategies: list, teacher_cache: bool) -> list:
+    names = ["naive"] + [s for s in strategies if s != "naive"]
+    if teacher_cache:
+        names += [n + CACHE_SUFFIX for n in names
+                  if strategy_defaults(n).get("teacher_cache_mb", 0) > 0]
+    return names
+
+
+def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: list, *,
+                          batch_size: int = 64, steps: int = 20, warmup: int = 3,
+                          device: str = "cpu", num_classes: int = 10,
+                          image_size: Optional[int] = None, params: Optional[dict] = None,
+                          lr: float = 1e-3, seed: int = 0, precision: str = "fp32",
+                          optimizer: str = "sgd", teacher_cache: bool = False,
+                          experience: int = 2, order: str = "auto") -> dict:
+    """Per-step time, throughput and (on CUDA) peak memory of each strategy, against naive.
 
     Args:
         encoder_factory: builds the encoder (called once; every strategy gets a copy).
@@ -87,52 +177,154 @@ def measure_overhead(encoder_factory: Callable[[], nn.Module], strategies: list,
         batch_size: minibatch size (class-balanced over ``num_classes`` labels).
         steps: timed steps per strategy.
         warmup: untimed steps per strategy first.
-        device: torch device.
+        device: torch device (``auto``: CUDA when available).
         num_classes: classes of the toy task.
         image_size: square input side (default: the encoder's ``input_size``, else 32).
         params: optional ``{strategy name: {hyper-parameter: value}}``.
-        lr: SGD learning rate.
+        lr: learning rate.
         seed: seed of the encoder and the data.
+        precision: ``fp32`` or ``bf16`` (autocast, as ``train.precision``).
+        optimizer: ``sgd`` (momentum 0.9) or ``adamw`` (the GPU suites' optimizer).
+        teacher_cache: also measure ``<name>+cache`` for strategies with a teacher cache.
+        experience: 1 or 2, the experience whose first steps are timed.
+        order: ``round-robin``, ``sequential`` or ``auto`` (sequential on CUDA).
 
     Returns:
-        ``{name: {"median_step_s": float, "ratio": float}}`` with naive first.
+        A dict: ``strategies`` ``{name: {"median_step_s", "ratio", "images_per_s",
+        "peak_mem_mb", "min_step_s", "max_step_s"}}`` with naive first (``peak_mem_mb`` is
+        None off CUDA);
+        ``teacher_forward_s``; ``floor_s`` (naive + teacher forward) and ``floor_ratio``;
+        ``vs_floor`` ``{name: step / floor}`` for the strategies with a live teacher;
+        and the settings used.
     """
-    names = ["naive"] + [s for s in strategies if s != "naive"]
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+    if experience not in (1, 2):
+        raise ValueError(f"experience must be 1 or 2, got {experience!r}")
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
+                       else "cpu" if device == "auto" else device)
+    cuda = dev.type == "cuda"
+    if order == "auto":
+        order = "sequential" if cuda else "round-robin"
+    if order not in ("round-robin", "sequential"):
+        raise ValueError(f"order must be round-robin, sequential or auto, got {order!r}")
+    names = _names(strategies, teacher_cache)
+    params = params or {}
     torch.manual_seed(seed)
     encoder = encoder_factory()
     size = image_size or getattr(encoder, "input_size", 32)
     x = torch.randn(batch_size, 3, size, size)
     y = torch.arange(batch_size) % num_classes
-    experience = tensor_benchmark([(x, y)]).train_stream[0]
-    batch = [x, y, torch.zeros_like(y)]
+    experiences = list(tensor_benchmark([(x, y)] * experience).train_stream)
+    batch = [x.to(dev), y.to(dev), torch.full_like(y, experience - 1).to(dev)]
 
-    runs = {}
-    for name in names:
-        recipe = build_strategy(name, (params or {}).get(name, {}))
-        model = EncoderWithHeads(copy.deepcopy(encoder))
-        runs[name] = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9),
-                           criterion=nn.CrossEntropyLoss(), train_mb_size=batch_size, train_epochs=1,
-                           plugins=recipe.plugins, evaluator=EvaluationPlugin(loggers=[]),
-                           eval_every=-1, device=device)
-        _begin(runs[name], experience)
+    def build(name: str):
+        torch.manual_seed(seed)
+        if name == "teacher_forward":
+            return _teacher_step(encoder, dev, precision)
+        strategy = _build(name, encoder, experiences, params=params, batch_size=batch_size,
+                          device=dev, precision=precision, optimizer=optimizer, lr=lr)
+        return lambda b: _step(strategy, b), strategy
 
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    times: dict = {n: [] for n in names}
-    for i in range(warmup + steps):
-        for name in names:
-            fresh = [t.clone() for t in batch]  # a new minibatch tensor, as a dataloader yields
+    def fresh() -> list:
+        return [t.clone() for t in batch]  # a new minibatch tensor, as a dataloader yields
+
+    sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)
+    items = names + ["teacher_forward"]
+    times: dict = {n: [] for n in items}
+    peak: dict = {n: None for n in items}
+
+    def time_steps(name: str, run: Callable) -> None:
+        """``steps`` timed steps back to back (events on CUDA, no sync inside)."""
+        if cuda:
+            pairs, inputs = [], [fresh() for _ in range(steps)]
             sync()
+            for b in inputs:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                run(b)
+                end.record()
+                pairs.append((start, end))
+            sync()
+            times[name].extend(s.elapsed_time(e) / 1000.0 for s, e in pairs)
+            return
+        for _ in range(steps):
+            b = fresh()
             t0 = time.perf_counter()
-            _step(runs[name], fresh)
-            sync()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    for strategy in runs.values():
-        _end(strategy)
+            run(b)
+            times[name].append(time.perf_counter() - t0)
 
-    base = statistics.median(times["naive"])
-    return {n: {"median_step_s": statistics.median(times[n]),
-                "ratio": statistics.median(times[n]) / base} for n in names}
+    if order == "sequential":
+        for name in items:
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(dev)
+            built = build(name)
+            run = built if name == "teacher_forward" else built[0]
+            for _ in range(warmup):
+                run(fresh())
+            sync()
+            time_steps(name, run)
+            if cuda:
+                peak[name] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
+            if name != "teacher_forward":
+                _end(built[1])
+            del built, run
+    else:
+        runs, owners = {}, []
+        for name in items:
+            built = build(name)
+            runs[name] = built if name == "teacher_forward" else built[0]
+            if name != "teacher_forward":
+                owners.append(built[1])
+        for i in range(warmup + steps):
+            for name in items:
+                b = fresh()
+                sync()
+                t0 = time.perf_counter()
+                runs[name](b)
+                sync()
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - t0)
+        for strategy in owners:
+            _end(strategy)
+    del encoder
+    gc.collect()
+
+    med = {n: statistics.median(times[n]) for n in items}
+    base = med["naive"]
+    out = {n: {"median_step_s": med[n], "ratio": med[n] / base,
+               "images_per_s": batch_size / med[n], "peak_mem_mb": peak[n],
+               "min_step_s": min(times[n]), "max_step_s": max(times[n])} for n in names}
+    floor = base + med["teacher_forward"]
+    live = [n for n in names if not n.endswith(CACHE_SUFFIX) and _has_live_teacher(n)]
+    return {"strategies": out, "teacher_forward_s": med["teacher_forward"],
+            "teacher_forward_peak_mem_mb": peak["teacher_forward"],
+            "floor_s": floor, "floor_ratio": floor / base,
+            "vs_floor": {n: med[n] / floor for n in live},
+            "settings": {"batch_size": batch_size, "image_size": size, "steps": steps,
+                         "warmup": warmup, "device": str(dev), "precision": precision,
+                         "optimizer": optimizer, "experience": experience, "order": order,
+                         "threads": torch.get_num_threads()}}
+
+
+def _has_live_teacher(name: str) -> bool:
+    """Whether strategy ``name`` runs the teacher encoder on every batch (FDA, Proxy-FDA,
+    LDIFS); L2SP reads only its weights."""
+    from .teacher import TeacherPlugin
+
+    return any(isinstance(p, TeacherPlugin) and getattr(p, "_tap", False)
+               for p in build_strategy(name, {}).plugins)
+
+
+def measure_overhead(encoder_factory: Callable[[], nn.Module], strategies: list, **kwargs) -> dict:
+    """Median training-step time of each strategy and its ratio to naive's.
+
+    The same measurement as :func:`measure_step_overhead` (same keyword arguments), reduced
+    to ``{name: {"median_step_s", "ratio", "images_per_s", "peak_mem_mb"}}`` with naive first.
+    """
+    return measure_step_overhead(encoder_factory, strategies, **kwargs)["strategies"]
 
 
 class _EpochTimer:

@@ -61,6 +61,13 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return twin
 
 
+def _to(index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU index tensor on ``device``; to CUDA through pinned memory, without blocking."""
+    if device.type != "cuda":
+        return index.to(device)
+    return index.pin_memory().to(device, non_blocking=True)
+
+
 def _autocast_state(t: torch.Tensor) -> tuple:
     dev = t.device.type
     return dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)
@@ -134,23 +141,28 @@ class Teacher:
 
     def _cached_run(self, args: tuple, kwargs: dict, amp: tuple, indices: torch.Tensor,
                     size: int, key) -> torch.Tensor:
-        st = self._store
+        # "filled" lives on the CPU with the sampler's indices, so finding the misses never
+        # waits for the GPU; indices reach the device by non-blocking copies.
+        st, indices = self._store, indices.cpu()
         if st is None or st["key"] != key:
             feats = self._run(args, kwargs, amp)[0]
             fits = size * feats.shape[1] * feats.element_size() <= self.cache_mb * 2 ** 20
             self._store = {"key": key, "feats": feats.new_zeros(size, feats.shape[1]) if fits else None,
-                           "filled": torch.zeros(size, dtype=torch.bool, device=feats.device)}
+                           "filled": torch.zeros(size, dtype=torch.bool)}
             if fits:
-                idx = indices.to(feats.device)
-                self._store["feats"][idx], self._store["filled"][idx] = feats, True
+                self._store["feats"][_to(indices, feats.device)] = feats
+                self._store["filled"][indices] = True
             return feats
         if st["feats"] is None:  # over the memory bound for this experience
             return self._run(args, kwargs, amp)[0]
-        x, idx = args[0], indices.to(st["feats"].device)
-        miss = ~st["filled"][idx]
+        x, idx = args[0], _to(indices, st["feats"].device)
+        miss = ~st["filled"][indices]
         if miss.any():
-            sub = self._run((x[miss.to(x.device)],) + tuple(args[1:]), kwargs, amp)[0]
-            st["feats"][idx[miss]], st["filled"][idx[miss]] = sub.to(st["feats"].dtype), True
+            rows = miss.nonzero().squeeze(1)
+            sub = self._run((x.index_select(0, _to(rows, x.device)),) + tuple(args[1:]), kwargs,
+                            amp)[0]
+            st["feats"][_to(indices[rows], st["feats"].device)] = sub.to(st["feats"].dtype)
+            st["filled"][indices[rows]] = True
         return st["feats"][idx].to(x.device)
 
     @torch.no_grad()
