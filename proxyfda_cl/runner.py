@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from .config import RunConfig, to_dict
-from .errors import ConfigError, ProxyFDAError
+from .errors import ConfigError, ProxyFDAError, WeightsError
 from .results import is_complete, read_record, record_name, write_json_atomic
 
 log = logging.getLogger("proxyfda_cl")
@@ -120,7 +120,16 @@ def preflight(cfg: RunConfig) -> None:
         if k + 2 > batch:
             raise ConfigError(f"strategy.k: k={k} needs batches of at least {k + 2}, but "
                               f"{source} gives {batch}; lower k or enlarge the batch")
-    BACKBONES.get(cfg.backbone.name.partition(":")[0])
+    family, _, spec = cfg.backbone.name.partition(":")
+    BACKBONES.get(family)
+    if family == "timm" and not cfg.backbone.weights:
+        from .models.packaged import PACKAGED, install_hint, packaged_file
+        from .models.timm_encoder import hub_reachable
+
+        arch = spec.split(".")[0]
+        if arch in PACKAGED and packaged_file(arch) is None and not hub_reachable():
+            raise WeightsError(f"backbone {cfg.backbone.name}: weights not found offline"
+                               f"{install_hint(arch)}")
     experiences, probes = resolve(cfg.benchmark)
     names = experiences + probes
     dup = sorted({n for n in names if names.count(n) > 1})

