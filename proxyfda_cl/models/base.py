@@ -79,12 +79,23 @@ class ModuleEncoder(Encoder):
         return out.flatten(1) if out.ndim > 2 else out
 
 
+def _to_pil(img):
+    """A PIL image of ``img`` (PIL, uint8 tensor, or float tensor in [0, 1])."""
+    if isinstance(img, torch.Tensor):
+        return T.functional.to_pil_image(img)
+    return img
+
+
 def image_transform(encoder: nn.Module, *, train: bool = False) -> T.Compose:
-    """Preprocessing for ``encoder``: to float tensor, resize to its input size, normalise.
+    """Preprocessing for ``encoder``: its own ``preprocess`` when it carries one (open_clip's
+    evaluation transform), else to float tensor, resize to its input size, normalise.
 
     Works on PIL images, uint8 tensors and float tensors in [0, 1]. ``train`` adds no
     augmentation: inputs stay deterministic, so teacher features can be cached.
     """
+    own = getattr(encoder, "preprocess", None)
+    if own is not None:  # the library's own transform (open_clip): it takes PIL images
+        return T.Compose([_to_pil, own])
     size = encoder.input_size
     if getattr(encoder, "resize_mode", "squash") == "shortest":
         resize = [T.Resize(size, antialias=True), T.CenterCrop(size)]

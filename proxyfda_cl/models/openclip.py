@@ -240,4 +240,9 @@ def create_openclip(spec: str, cfg, *, cache_dir: str, progress: bool = False) -
                               resize_mode="squash" if pp.get("resize_mode") == "squash"
                               else "shortest")
     encoder.random_init = random_init
+    # open_clip's own evaluation transform (bicubic resize, centre crop, RGB, normalise), used
+    # as is by ``image_transform`` rather than rebuilt
+    encoder.preprocess = open_clip.image_transform(
+        size, is_train=False, mean=tuple(encoder.mean), std=tuple(encoder.std),
+        resize_mode=pp.get("resize_mode"), interpolation=pp.get("interpolation"))
     return encoder
