@@ -16,6 +16,8 @@ def test_openclip_uses_its_own_bicubic_transform_on_pil_and_tensor_images():
     a, b = tf(img), tf(to_pil_image(img))
     assert a.shape == (3, 224, 224) and torch.equal(a, b)
     assert torch.equal(a, enc.preprocess(to_pil_image(img)))
+    batch = tf(torch.stack([img, img.flip(2)]))  # streams preprocess whole batches
+    assert batch.shape == (2, 3, 224, 224) and torch.equal(batch[0], a)
 
 
 def test_other_encoders_keep_the_rebuilt_transform():

@@ -144,3 +144,24 @@ def test_batchnorm_only_drift_is_recorded_for_a_batchnorm_network_in_train_mode(
     d["train"].update(lr=1e-12, batchnorm="frozen")
     rec = run(from_dict(d))
     assert all("bn_l2" not in e and e["l2"] < 1e-3 for e in rec["distances"])
+
+
+@pytest.mark.parametrize("backbone", [
+    {"name": "openclip:ViT-S-32", "weights": "random", "input_size": 32},
+    {"name": "timm:resnet18", "weights": "random", "input_size": 32},
+    {"name": "torch:{tests}/test_encoders.py:make_user_net", "input_size": 32},
+])
+def test_probe_heads_work_on_every_backbone_family(backbone, tmp_path, tiny_weights):
+    import os
+
+    d = small_config_dict(str(tmp_path), tiny_weights)
+    backbone = dict(backbone, name=backbone["name"].format(tests=os.path.dirname(__file__)))
+    d["backbone"] = backbone
+    d["train"].update(head_init="probe", freeze_head=True, lr=1e-12)
+    d["benchmark"]["experiences"] = ["digits[0:4]"]
+    d["benchmark"]["probes"] = []
+    d["eval"]["distances"] = False
+    rec = run(from_dict(d))
+    assert rec["status"] == "complete"
+    chance = 1 / 4
+    assert rec["matrices"]["R"][0][0] > chance + 0.2  # the probe head reads the features

@@ -79,11 +79,19 @@ class ModuleEncoder(Encoder):
         return out.flatten(1) if out.ndim > 2 else out
 
 
-def _to_pil(img):
-    """A PIL image of ``img`` (PIL, uint8 tensor, or float tensor in [0, 1])."""
-    if isinstance(img, torch.Tensor):
-        return T.functional.to_pil_image(img)
-    return img
+class _PILTransform:
+    """Applies a transform written for PIL images to a PIL image, an image tensor (uint8, or
+    float in [0, 1]) or a batch of image tensors ``[N, C, H, W]`` (stacked back)."""
+
+    def __init__(self, transform) -> None:
+        self.transform = transform
+
+    def __call__(self, img):
+        if isinstance(img, torch.Tensor):
+            if img.ndim == 4:
+                return torch.stack([self(x) for x in img])
+            img = T.functional.to_pil_image(img)
+        return self.transform(img)
 
 
 def image_transform(encoder: nn.Module, *, train: bool = False) -> T.Compose:
@@ -95,7 +103,7 @@ def image_transform(encoder: nn.Module, *, train: bool = False) -> T.Compose:
     """
     own = getattr(encoder, "preprocess", None)
     if own is not None:  # the library's own transform (open_clip): it takes PIL images
-        return T.Compose([_to_pil, own])
+        return _PILTransform(own)
     size = encoder.input_size
     if getattr(encoder, "resize_mode", "squash") == "shortest":
         resize = [T.Resize(size, antialias=True), T.CenterCrop(size)]
