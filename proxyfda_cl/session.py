@@ -100,7 +100,8 @@ class Session:
                                     seed=cfg.seed, num_workers=cfg.train.num_workers,
                                     pin_memory=device.type == "cuda"),
                  LRSchedulePlugin(base_lr=cfg.train.lr, warmup_steps=cfg.train.warmup_steps,
-                                  schedule=cfg.train.schedule),
+                                  schedule=cfg.train.schedule,
+                                  restart_epochs=recipe.extra_epochs),
                  timer]
         if cfg.train.head_init != "random" or cfg.train.freeze_head:
             extra.append(HeadInitPlugin(mode=cfg.train.head_init, freeze=cfg.train.freeze_head,

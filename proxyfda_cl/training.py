@@ -17,18 +17,36 @@ class LRSchedulePlugin(SupervisedPlugin):
     """Linear warm-up for ``warmup_steps`` then constant or cosine decay to 0, per experience.
 
     The learning rate is set on every parameter group before each iteration, so it survives
-    Avalanche's optimizer reset at the start of each experience.
+    Avalanche's optimizer reset at the start of each experience. With ``restart_epochs`` (LP-FT's
+    head-only epochs) the schedule runs twice in an experience: over the first
+    ``restart_epochs`` epochs, then anew, warm-up included, over the rest, so that fine-tuning
+    the encoder starts with its own warm-up as it would without the head-only phase.
     """
 
-    def __init__(self, *, base_lr: float, warmup_steps: int = 0, schedule: str = "constant") -> None:
+    def __init__(self, *, base_lr: float, warmup_steps: int = 0, schedule: str = "constant",
+                 restart_epochs: int = 0) -> None:
         super().__init__()
         self.base_lr, self.warmup, self.schedule = base_lr, warmup_steps, schedule
+        self.restart_epochs = restart_epochs
         self.step = 0
         self.total = 1
+        self.epoch = 0
+        self._per_epoch = 1
 
     def before_training_exp(self, strategy, **kwargs):
-        self.step = 0
-        self.total = max(1, len(strategy.dataloader) * strategy.train_epochs)
+        self.step, self.epoch = 0, 0
+        self._per_epoch = max(1, len(strategy.dataloader))
+        first = self.restart_epochs if 0 < self.restart_epochs < strategy.train_epochs \
+            else strategy.train_epochs
+        self.total = self._per_epoch * first
+
+    def before_training_epoch(self, strategy, **kwargs):
+        if self.epoch and self.epoch == self.restart_epochs:
+            self.step = 0
+            self.total = self._per_epoch * max(1, strategy.train_epochs - self.restart_epochs)
+
+    def after_training_epoch(self, strategy, **kwargs):
+        self.epoch += 1
 
     def factor(self) -> float:
         """The multiplier of ``base_lr`` at the current step."""

@@ -1,6 +1,7 @@
 """The runner's training plugins: probe-initialised heads, frozen BatchNorm statistics, the
 divergence guard, and the collapsed flag of a run."""
 import json
+import math
 
 import pytest
 import torch
@@ -165,3 +166,34 @@ def test_probe_heads_work_on_every_backbone_family(backbone, tmp_path, tiny_weig
     assert rec["status"] == "complete"
     chance = 1 / 4
     assert rec["matrices"]["R"][0][0] > chance + 0.2  # the probe head reads the features
+
+
+class LRLog(SupervisedPlugin):
+    def __init__(self):
+        super().__init__()
+        self.lrs = []
+
+    def before_forward(self, strategy, **kwargs):
+        self.lrs.append(strategy.optimizer.param_groups[0]["lr"])
+
+
+def test_lr_schedule_warms_up_and_decays_and_restarts_after_lp_ft_head_epochs():
+    from proxyfda_cl.training import LRSchedulePlugin
+
+    bench = toy_stream(n_exp=1, n_cls=4, per_cls=12)  # 48 samples, batches of 12: 4 steps
+    for restart in (0, 1):
+        log = LRLog()
+        sched = LRSchedulePlugin(base_lr=0.1, warmup_steps=2, schedule="cosine",
+                                 restart_epochs=restart)
+        strategy = make_strategy([sched, log], epochs=3)
+        strategy.train(bench.train_stream[0])
+        lrs = log.lrs
+        assert len(lrs) == 12
+        if restart == 0:  # one schedule over 12 steps: 2 warm-up steps, then cosine over 10
+            assert lrs[:2] == pytest.approx([0.05, 0.1])
+            assert lrs[2:] == pytest.approx([0.05 * (1 + math.cos(math.pi * (s - 2) / 10))
+                                             for s in range(2, 12)])
+        else:  # 4 head-only steps with their own schedule, then 8 steps warmed up anew
+            assert lrs[:2] == pytest.approx([0.05, 0.1]) and lrs[4:6] == pytest.approx([0.05, 0.1])
+            assert lrs[2:4] == pytest.approx([0.05 * (1 + math.cos(math.pi * s / 2)) for s in (0, 1)])
+            assert lrs[6:] == pytest.approx([0.05 * (1 + math.cos(math.pi * s / 6)) for s in range(6)])
