@@ -16,7 +16,7 @@ def test_defaults_and_overrides():
 
 def test_spelled_out_defaults_give_the_same_id():
     implicit = make_config(strategy="fda")
-    explicit = make_config(strategy="fda", sets=["strategy.k=8", "strategy.lam=1.0"])
+    explicit = make_config(strategy="fda", sets=["strategy.k=8", "strategy.lam=3.0"])
     changed = make_config(strategy="fda", sets=["strategy.k=16"])
     assert implicit.id == explicit.id != changed.id
 

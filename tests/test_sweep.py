@@ -57,7 +57,7 @@ def test_grid_expansion_order_overrides_and_dedup(tmp_path, tiny_weights):
     for r in runs:
         assert r.out == str(tmp_path / "res")
         if r.strategy.name == "fda":  # the suite's k, the other parameters at their defaults
-            assert r.strategy.params["k"] == 4 and r.strategy.params["lam"] == 1.0
+            assert r.strategy.params["k"] == 4 and r.strategy.params["lam"] == 3.0
         else:
             assert r.strategy.params == {}
         if r.benchmark.name == "other":  # its own overrides, under the grid's

@@ -120,7 +120,7 @@ def test_absurd_learning_rate_ends_failed_with_one_line(tmp_path, tiny_weights, 
 
 def test_a_run_at_chance_is_flagged_collapsed(tmp_path, tiny_weights):
     d = small_config_dict(str(tmp_path / "a"), tiny_weights)
-    d["train"]["lr"] = 1e-12  # heads stay random: task accuracy at chance
+    d["train"].update(lr=1e-12, batchnorm="train")  # heads stay random: accuracy at chance
     d["train"]["freeze_head"] = True
     rec = run(from_dict(d))
     assert rec["status"] == "complete"
@@ -136,7 +136,7 @@ def test_a_run_at_chance_is_flagged_collapsed(tmp_path, tiny_weights):
 def test_batchnorm_only_drift_is_recorded_for_a_batchnorm_network_in_train_mode(tmp_path,
                                                                                  tiny_weights):
     d = small_config_dict(str(tmp_path / "train"), tiny_weights)
-    d["train"]["lr"] = 1e-12  # weights stay put: all of the drift is BatchNorm statistics
+    d["train"].update(lr=1e-12, batchnorm="train")  # weights stay put: the drift is BN's
     rec = run(from_dict(d))
     for e in rec["distances"]:
         assert e["bn_l2"] > 0.01 and e["bn_otdd"] > 0 and 0 <= e["bn_knn_overlap"] <= 1
