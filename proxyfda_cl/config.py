@@ -94,6 +94,7 @@ class EvalConfig:
     otdd_method: str = "auto"
     otdd_max_n: int = 1000
     knn_k: int = 8
+    bn_drift: bool = True
 
 
 @dataclass

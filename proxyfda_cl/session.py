@@ -66,8 +66,9 @@ class Session:
         evaluator = Evaluator(stream, cfg.eval, device=device, precision=cfg.train.precision,
                               seed=cfg.seed, num_workers=cfg.train.num_workers)
         state = {"R": [], "P": [], "distances": [], "timing": []}
-        bn_drift = cfg.train.batchnorm == "train" and cfg.eval.distances and any(
-            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in encoder.modules())
+        bn_drift = (cfg.train.batchnorm == "train" and cfg.eval.distances and cfg.eval.bn_drift
+                    and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                            for m in encoder.modules()))
         ckpt_dir = checkpoint_dir(cfg)
         ckpt = self._load_checkpoint(ckpt_dir, device, self.say)
         if ckpt is not None and ckpt.get("device", str(device)) != str(device):

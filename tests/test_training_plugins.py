@@ -145,6 +145,10 @@ def test_batchnorm_only_drift_is_recorded_for_a_batchnorm_network_in_train_mode(
     d["train"].update(lr=1e-12, batchnorm="frozen")
     rec = run(from_dict(d))
     assert all("bn_l2" not in e and e["l2"] < 1e-3 for e in rec["distances"])
+    d = small_config_dict(str(tmp_path / "off"), tiny_weights)
+    d["train"].update(lr=1e-12, batchnorm="train")
+    d["eval"]["bn_drift"] = False
+    assert all("bn_l2" not in e for e in run(from_dict(d))["distances"])
 
 
 @pytest.mark.parametrize("backbone", [
