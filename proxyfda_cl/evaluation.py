@@ -16,6 +16,7 @@ from .analysis.otdd import feature_distances
 from .analysis.probe import extract_features, fit_probe
 from .analysis.structure import knn_overlap
 from .benchmarks.streams import Stream, limit
+from .models.base import batchnorm_layers
 
 
 class Evaluator:
@@ -50,6 +51,17 @@ class Evaluator:
                                     num_workers=self.num_workers)
         return feats
 
+    def _drift(self, name: str, feats: torch.Tensor) -> dict:
+        """L2, OTDD (with ``n`` and ``otdd_method``) and kNN overlap of ``feats`` against the
+        reference features of dataset ``name``."""
+        s = self.stream.sets[name]
+        d = feature_distances(self.reference[name], feats, s.test_targets,
+                              method=self.cfg.otdd_method, max_n=self.cfg.otdd_max_n,
+                              seed=self.seed)
+        k = min(self.cfg.knn_k, len(feats) - 1)
+        d["knn_overlap"] = knn_overlap(self.reference[name], feats, k) if k >= 1 else None
+        return d
+
     def keep_initial(self, encoder) -> None:
         """Keep a copy of the pre-trained encoder for ``bn_data`` in ``evaluate``."""
         self.initial = copy.deepcopy(encoder).cpu()
@@ -58,7 +70,7 @@ class Evaluator:
         """The pre-trained encoder with its BatchNorm statistics re-estimated on ``data`` (a
         cumulative average over one pass in train mode) and no weight changed."""
         enc = copy.deepcopy(self.initial).to(self.device)
-        bns = [m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        bns = batchnorm_layers(enc)
         for m in bns:
             m.reset_running_stats()
             m.momentum = None
@@ -101,18 +113,9 @@ class Evaluator:
             if experience is None:
                 self.reference[name] = test_x
             elif self.cfg.distances:
-                d = feature_distances(self.reference[name], test_x, s.test_targets,
-                                      method=self.cfg.otdd_method, max_n=self.cfg.otdd_max_n,
-                                      seed=self.seed)
-                k = min(self.cfg.knn_k, len(test_x) - 1)
-                d["knn_overlap"] = knn_overlap(self.reference[name], test_x, k) if k >= 1 else None
+                d = self._drift(name, test_x)
                 if bn_enc is not None:
-                    bn_x = self._features(bn_enc, s.test)
-                    bn = feature_distances(self.reference[name], bn_x, s.test_targets,
-                                           method=self.cfg.otdd_method,
-                                           max_n=self.cfg.otdd_max_n, seed=self.seed)
-                    d.update(bn_l2=bn["l2"], bn_otdd=bn["otdd"],
-                             bn_knn_overlap=knn_overlap(self.reference[name], bn_x, k)
-                             if k >= 1 else None)
+                    bn = self._drift(name, self._features(bn_enc, s.test))
+                    d.update({f"bn_{key}": bn[key] for key in ("l2", "otdd", "knn_overlap")})
                 dists.append({"experience": experience, "dataset": name, **d})
         return row, dists

@@ -21,6 +21,7 @@ from .config import RunConfig, to_dict
 from .evaluation import Evaluator
 from .loggers import RunLoggers
 from .models import EncoderWithHeads, build_encoder, image_transform
+from .models.base import batchnorm_layers
 from .runner import (_rng_state, _set_rng_state, checkpoint_dir, resolve_device, seed_everything,
                      versions)
 from .strategies import build_strategy, strategy_defaults
@@ -67,8 +68,7 @@ class Session:
                               seed=cfg.seed, num_workers=cfg.train.num_workers)
         state = {"R": [], "P": [], "distances": [], "timing": []}
         bn_drift = (cfg.train.batchnorm == "train" and cfg.eval.distances and cfg.eval.bn_drift
-                    and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                            for m in encoder.modules()))
+                    and bool(batchnorm_layers(encoder)))
         ckpt_dir = checkpoint_dir(cfg)
         ckpt = self._load_checkpoint(ckpt_dir, device, self.say)
         if ckpt is not None and ckpt.get("device", str(device)) != str(device):
@@ -114,8 +114,7 @@ class Session:
             extra.append(GradClipPlugin(max_norm=cfg.train.grad_clip))
         if cfg.train.precision == "bf16":
             extra.append(AutocastPlugin(device_type=device.type))
-        weights = [k for k in ("lam", "alpha") if k in cfg.strategy.params or
-                   k in strategy_defaults(cfg.strategy.name)]
+        weights = [k for k in ("lam", "alpha") if k in strategy_defaults(cfg.strategy.name)]
         extra.append(DivergenceGuardPlugin(
             lr=cfg.train.lr, hint="".join(f" or strategy.{k}" for k in weights)))
         optimizer = make_optimizer(model, cfg.train)

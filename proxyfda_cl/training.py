@@ -10,7 +10,9 @@ import time
 import torch
 from avalanche.core import SupervisedPlugin
 
+from .analysis.probe import DEFAULT_GRID, extract_features, fit_linear
 from .errors import ProxyFDAError
+from .models.base import batchnorm_layers
 
 
 class LRSchedulePlugin(SupervisedPlugin):
@@ -200,7 +202,7 @@ class HeadInitPlugin(SupervisedPlugin):
     """
 
     def __init__(self, *, mode: str = "probe", freeze: bool = False, batch_size: int = 256,
-                 max_samples: int | None = 10000, grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2),
+                 max_samples: int | None = 10000, grid=DEFAULT_GRID,
                  seed: int = 0, num_workers: int = 0) -> None:
         super().__init__()
         if mode not in ("random", "probe"):
@@ -210,8 +212,6 @@ class HeadInitPlugin(SupervisedPlugin):
         self.num_workers = num_workers
 
     def before_training_exp(self, strategy, **kwargs):
-        from .analysis.probe import extract_features, fit_linear
-
         model = strategy.model
         task = int(strategy.experience.task_labels[0])
         head = model.heads.classifiers[str(task)].classifier
@@ -249,7 +249,7 @@ class FrozenBatchNormPlugin(SupervisedPlugin):
 
     def before_training_exp(self, strategy, **kwargs):
         enc = getattr(strategy.model, self.encoder_attr)
-        self._layers = [m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        self._layers = batchnorm_layers(enc)
 
     def before_training_iteration(self, strategy, **kwargs):
         for m in self._layers:
@@ -264,34 +264,25 @@ class DivergenceGuardPlugin(SupervisedPlugin):
     """Stop training when the loss becomes non-finite, with one line naming the experience,
     the step and what to lower.
 
-    The check stays on the device (no host sync per step): a flag and the first bad step
-    are kept there and read every ``check_every`` iterations and at the end of each epoch.
-    Add it after every plugin that adds to the loss.
+    The check stays on the device (no host sync per step): each step's non-finite flag is
+    kept there and the flags are read every ``check_every`` iterations and at the end of
+    each epoch. Add it after every plugin that adds to the loss.
     """
 
     def __init__(self, *, lr: float, check_every: int = 25, hint: str = "") -> None:
         super().__init__()
         self.lr, self.check_every, self.hint = lr, check_every, hint
-        self.step = 0
-        self._bad = None
-        self._first = None
+        self._flags: list = []  # device booleans of the steps not read yet
+        self._read = 0  # steps of this experience already read
 
     def before_training_exp(self, strategy, **kwargs):
-        self.step = 0
-        self._bad = self._first = None
+        self._flags, self._read = [], 0
 
     def before_backward(self, strategy, **kwargs):
-        bad = ~torch.isfinite(strategy.loss.detach())
-        step = torch.tensor(self.step, device=bad.device)
-        if self._bad is None:
-            self._bad, self._first = bad.clone(), torch.where(bad, step, torch.full_like(step, -1))
-        else:
-            self._first = torch.where(self._bad | ~bad, self._first, step)
-            self._bad = self._bad | bad
+        self._flags.append(~torch.isfinite(strategy.loss.detach()).reshape(()))
 
     def after_training_iteration(self, strategy, **kwargs):
-        self.step += 1
-        if self.step % self.check_every == 0:
+        if len(self._flags) >= self.check_every:
             self.check(strategy)
 
     def after_training_epoch(self, strategy, **kwargs):
@@ -299,10 +290,14 @@ class DivergenceGuardPlugin(SupervisedPlugin):
 
     def check(self, strategy) -> None:
         """Raise ``DivergedError`` if a non-finite loss was seen."""
-        if self._bad is None or not bool(self._bad):
+        if not self._flags:
+            return
+        bad = torch.stack(self._flags)
+        first, self._read, self._flags = self._read, self._read + len(self._flags), []
+        if not bool(bad.any()):
             return
         exp = strategy.clock.train_exp_counter + 1
-        step = int(self._first) + 1
+        step = first + int(bad.nonzero()[0]) + 1
         raise DivergedError(f"training diverged: the loss became non-finite in experience {exp} "
                             f"at step {step}; lower train.lr (now {self.lr:g})"
                             f"{self.hint}, or set train.grad_clip")

@@ -79,6 +79,11 @@ class ModuleEncoder(Encoder):
         return out.flatten(1) if out.ndim > 2 else out
 
 
+def batchnorm_layers(module: nn.Module) -> list:
+    """Every BatchNorm layer (1d, 2d, 3d, sync) inside ``module``."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 class _PILTransform:
     """Applies a transform written for PIL images to a PIL image, an image tensor (uint8, or
     float in [0, 1]) or a batch of image tensors ``[N, C, H, W]`` (stacked back)."""
