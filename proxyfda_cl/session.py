@@ -159,6 +159,8 @@ class Session:
                 state["R"].append(r_row)
                 state["P"].append(p_row)
                 state["distances"].extend(dists)
+                state.setdefault("memory", []).extend(
+                    e for p in plugins for e in getattr(p, "memory_log", []) if e["experience"] == t + 1)
                 state["timing"].append({"train_s": train_s, "eval_s": time.perf_counter() - t0,
                                         "step_median_s": timer.median(),
                                         "steps": len(timer.times)})
@@ -183,6 +185,7 @@ class Session:
             "metrics": metrics,
             "distances": state["distances"],
             "collapsed": state.get("collapsed", []),
+            "memory": state.get("memory", []),
             "timing": {"per_experience": state["timing"],
                        "pre_eval_s": state.get("pre_eval_s"),
                        "total_s": time.perf_counter() - t_start},

@@ -5,18 +5,29 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from proxyfda_cl.strategies.proxy import ProxyGenerator, proxy_fda_loss
+from proxyfda_cl.strategies.fda import fda_loss, teacher_graph, teacher_margin
+from proxyfda_cl.strategies.proxy import ProxyGenerator, proxy_boundary, proxy_fda_loss
 
 
-def reference_proxy_fda(x, t, gen, k, tau, bias, alpha, gamma_scale, neg_weight="constant", eps=1e-6):
-    """Proxy-FDA written anchor by anchor: explicit proxies P = A X over explicit sets."""
+def reference_proxy_fda(x, t, gen, k, tau, bias, alpha, gamma_scale, neg_weight="constant", eps=1e-6,
+                        boundary="fixed", memory=None):
+    """Proxy-FDA written anchor by anchor: explicit proxies P = A X over explicit sets.
+
+    With ``boundary="teacher"`` real pairs use the anchor's midpoint ``m`` between its K-th and
+    (K+1)-th teacher cosines, and each proxy ``m`` moved past its own teacher cosine by the half
+    gap ``h``: ``min(m, c_p - h)`` for neighbour proxies, ``max(m, c_p + h)`` for the others.
+    ``memory=(teacher, student)`` adds fixed candidates to every anchor; the generator then
+    pools the K neighbours and the B-1-K non-neighbours nearest under the teacher."""
     b, d = x.shape
     xn, tn = F.normalize(x, dim=1), F.normalize(t, dim=1)
+    if memory is not None:
+        xn = torch.cat([xn, F.normalize(memory[1], dim=1)])
+        tn = torch.cat([tn, F.normalize(memory[0], dim=1)])
     gamma = gamma_scale / math.sqrt(d)
     sp = F.softplus
     fda, con, var = 0.0, 0.0, 0.0
     for i in range(b):
-        sims = sorted(((float(tn[i] @ tn[j]), j) for j in range(b) if j != i), reverse=True)
+        sims = sorted(((float(tn[i] @ tn[j]), j) for j in range(len(tn)) if j != i), reverse=True)
         pos, neg = [j for _, j in sims[:k]], [j for _, j in sims[k:]]
         w_pos = torch.tensor([max(s, eps) for s, _ in sims[:k]], dtype=x.dtype)
         if neg_weight == "constant":
@@ -25,12 +36,21 @@ def reference_proxy_fda(x, t, gen, k, tau, bias, alpha, gamma_scale, neg_weight=
             w_neg = torch.tensor([-(1 - s) / 2 - eps for s, _ in sims[k:]], dtype=x.dtype)
         xp, xq = xn[pos], xn[neg]
         s_pos, s_neg = xp @ xn[i], xq @ xn[i]
+        gq = slice(0, b - 1 - k)  # the generator's non-neighbours: the B-1-K nearest
         a_p = gen(xp.detach()[None], s_pos.detach()[None], w_pos[None], positive=True)[0]
-        a_n = gen(xq.detach()[None], s_neg.detach()[None], w_neg[None], positive=False)[0]
-        p_pos, p_neg = a_p.detach() @ xp, a_n.detach() @ xq
+        a_n = gen(xq[gq].detach()[None], s_neg[gq].detach()[None], w_neg[gq][None], positive=False)[0]
+        p_pos, p_neg = a_p.detach() @ xp, a_n.detach() @ xq[gq]
         cos = torch.cat([s_pos, s_neg, p_pos @ xn[i] / p_pos.norm(dim=1), p_neg @ xn[i] / p_neg.norm(dim=1)])
-        w = torch.cat([w_pos, w_neg, a_p.detach() @ w_pos, a_n.detach() @ w_neg])
-        fda = fda + torch.log(1 + torch.exp(w * (-cos / tau + bias))).sum() / (b - 1 + len(a_p) + len(a_n))
+        w = torch.cat([w_pos, w_neg, a_p.detach() @ w_pos, a_n.detach() @ w_neg[gq]])
+        edge = torch.zeros_like(cos)
+        if boundary == "teacher":
+            m, h = (sims[k - 1][0] + sims[k][0]) / 2, (sims[k - 1][0] - sims[k][0]) / 2
+            tp, tq = a_p.detach() @ tn[pos], a_n.detach() @ tn[neg][gq]
+            c_p, c_q = tp @ tn[i] / tp.norm(dim=1), tq @ tn[i] / tq.norm(dim=1)
+            edge = torch.cat([torch.full((len(sims),), m, dtype=x.dtype),
+                              torch.clamp(c_p - h, max=m), torch.clamp(c_q + h, min=m)])
+        fda = fda + torch.log(1 + torch.exp(w * ((edge - cos) / tau + bias))).sum() / (len(sims) + len(a_p) + len(a_n))
+        xq = xq[gq]
         for a, own, other in ((a_p, xp.detach(), xq.detach()), (a_n, xq.detach(), xp.detach())):
             p = F.normalize(a @ own, dim=1)
             con = con + sp(-(p @ own.T) / tau + bias).mean() + sp((p @ other.T) / tau - bias).mean()
@@ -68,15 +88,17 @@ def test_construction_leaves_the_global_rng_alone():
     torch.testing.assert_close(torch.rand(3), expected)
 
 
-@pytest.mark.parametrize("neg_weight", ["constant", "similarity"])
-def test_matches_per_anchor_reference(neg_weight):
+@pytest.mark.parametrize("neg_weight,boundary", [("constant", "fixed"), ("similarity", "fixed"),
+                                                 ("constant", "teacher")])
+def test_matches_per_anchor_reference(neg_weight, boundary):
     torch.manual_seed(0)
     gen = ProxyGenerator(6, n_pos=3, n_neg=2).double()
     x = torch.randn(9, 6, dtype=torch.float64, requires_grad=True)
     t = torch.randn(9, 6, dtype=torch.float64)
     out = proxy_fda_loss(x, t, gen, k=3, tau=0.2, bias=0.3, alpha=0.7, gamma_scale=2.0,
-                         neg_weight=neg_weight)
-    ref_fda, ref_proxy = reference_proxy_fda(x, t, gen, 3, 0.2, 0.3, 0.7, 2.0, neg_weight)
+                         neg_weight=neg_weight, boundary=boundary)
+    ref_fda, ref_proxy = reference_proxy_fda(x, t, gen, 3, 0.2, 0.3, 0.7, 2.0, neg_weight,
+                                             boundary=boundary)
     torch.testing.assert_close(out.fda, ref_fda)
     torch.testing.assert_close(out.proxy, ref_proxy)
     torch.testing.assert_close(torch.autograd.grad(out.fda, x)[0], torch.autograd.grad(ref_fda, x)[0])
@@ -137,3 +159,49 @@ def test_pool_both_equals_each_set_alone():
     torch.testing.assert_close(a_pos, ref_pos, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(a_neg, ref_neg, rtol=1e-5, atol=1e-6)
     assert a_pos.shape == (7, 3, k) and a_neg.shape == (7, 5, 11 - k)
+
+
+def test_teacher_proxies_sit_on_their_own_side_of_the_proxy_boundary():
+    """Post-ReLU features: a normalised mean of non-neighbours has a higher cosine to the
+    anchor than the non-neighbours themselves, so under the anchor's boundary alone many
+    non-neighbour proxies of the teacher's own configuration would be pushed; under
+    ``proxy_boundary`` every teacher proxy keeps the margin of the nearest real samples."""
+    g = torch.Generator().manual_seed(7)
+    t = torch.rand(48, 32, generator=g, dtype=torch.float64)
+    k, n_pos = 6, 4
+    order, _ = teacher_graph(t, k)
+    m, h = teacher_margin(t, order, k)
+    pool = torch.zeros(48, n_pos + 4, 47, dtype=t.dtype)  # over each anchor's candidates
+    logits = torch.randn(48, n_pos + 4, 47, generator=g, dtype=t.dtype)
+    pool[:, :n_pos, :k] = logits[:, :n_pos, :k].softmax(-1)
+    pool[:, n_pos:, k:] = logits[:, n_pos:, k:].softmax(-1)
+    tn = F.normalize(t, dim=1)
+    c_p = torch.einsum("bd,bpd->bp", tn, F.normalize(pool @ tn[order], dim=-1))
+    edge = proxy_boundary(t, order, k, pool, n_pos)
+    assert (c_p[:, n_pos:] > m).float().mean() > 0.5       # the anchor's boundary misplaces them
+    assert (c_p[:, :n_pos] >= edge[:, :n_pos] + h - 1e-12).all()
+    assert (c_p[:, n_pos:] <= edge[:, n_pos:] - h + 1e-12).all()
+    assert (edge[:, :n_pos] <= m).all() and (edge[:, n_pos:] >= m).all()
+
+
+def test_proxy_boundary_lowers_the_push_at_the_teacher(monkeypatch):
+    """At student = teacher (post-ReLU features, an untrained generator) the proxy terms under
+    the anchor's boundary push the anchor away from its non-neighbours' mean; with each
+    proxy's own boundary the proxies add less than half as much to FDA's gradient."""
+    from proxyfda_cl.strategies import proxy as proxy_module
+    g = torch.Generator().manual_seed(8)
+    t = torch.rand(48, 32, generator=g, dtype=torch.float64)
+    gen = ProxyGenerator(32, seed=1).double()
+
+    def grad_norm(loss_fn):
+        x = t.clone().requires_grad_(True)
+        return float(torch.autograd.grad(loss_fn(x), x)[0].norm())
+
+    fda = grad_norm(lambda x: fda_loss(x, t, 6, 0.02, 0.0, boundary="teacher"))
+    ours = grad_norm(lambda x: proxy_fda_loss(x, t, gen, 6, 0.02, 0.0, boundary="teacher").fda)
+    monkeypatch.setattr(proxy_module, "proxy_boundary",
+                        lambda tf, order, k, pool, n_pos, memory=None:
+                        teacher_margin(tf, order, k, memory)[0].expand(-1, pool.shape[1]))
+    anchor_only = grad_norm(lambda x: proxy_fda_loss(x, t, gen, 6, 0.02, 0.0, boundary="teacher").fda)
+    assert anchor_only > 1.3 * fda
+    assert ours - fda < 0.5 * (anchor_only - fda)

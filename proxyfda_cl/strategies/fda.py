@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .memory import MemoryMixin, MemoryView
 from .registry import StrategyRecipe, register_strategy
 from .teacher import Teacher, TeacherPlugin
 
@@ -38,7 +39,7 @@ def check_batch(batch_size: int, k: int) -> None:
 
 @torch.no_grad()
 def teacher_graph(teacher_feats: torch.Tensor, k: int, *, neg_weight: str = "constant",
-                  eps: float = 1e-6) -> tuple:
+                  eps: float = 1e-6, memory: Optional[torch.Tensor] = None) -> tuple:
     """The teacher neighbourhood graph (METHOD.md "FDA", steps 1-2).
 
     Args:
@@ -46,9 +47,11 @@ def teacher_graph(teacher_feats: torch.Tensor, k: int, *, neg_weight: str = "con
         k: neighbours per anchor.
         neg_weight: ``constant`` (``-1``, ours) or ``similarity`` (``-(1 - s_hat)/2 - eps``).
         eps: lower clamp of the neighbour weights.
+        memory: ``[M, D]`` teacher features of memory entries, candidates of every anchor
+            (columns ``B..B+M-1``); none by default.
 
     Returns:
-        ``(order, weights)``, both ``[B, B-1]``: for each anchor ``i`` the other samples, its
+        ``(order, weights)``, both ``[B, B-1+M]``: for each anchor ``i`` the other samples, its
         K neighbours first (by decreasing teacher cosine), and their weights ``w_ij``.
     """
     if neg_weight not in NEG_WEIGHTS:
@@ -56,7 +59,7 @@ def teacher_graph(teacher_feats: torch.Tensor, k: int, *, neg_weight: str = "con
     b = teacher_feats.shape[0]
     check_batch(b, k)
     t = F.normalize(as_float(teacher_feats.detach()), dim=1)
-    s_hat = t @ t.T
+    s_hat = t @ with_memory(t, memory).T
     s_hat.fill_diagonal_(-math.inf)
     sims, order = s_hat.sort(dim=1, descending=True)
     sims, order = sims[:, :-1], order[:, :-1]
@@ -68,28 +71,47 @@ def teacher_graph(teacher_feats: torch.Tensor, k: int, *, neg_weight: str = "con
 
 
 @torch.no_grad()
-def teacher_boundary(teacher_feats: torch.Tensor, order: torch.Tensor, k: int) -> torch.Tensor:
+def teacher_boundary(teacher_feats: torch.Tensor, order: torch.Tensor, k: int,
+                     memory: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per anchor, the midpoint between its K-th and (K+1)-th teacher cosines, ``[B, 1]``.
 
     Used as the sigmoid's decision boundary (``boundary="teacher"``): the teacher's own
     neighbours sit above it and its non-neighbours below it, so the teacher's configuration
     already satisfies the loss's ordering whatever the spread of its cosines.
     """
+    return teacher_margin(teacher_feats, order, k, memory)[0]
+
+
+@torch.no_grad()
+def teacher_margin(teacher_feats: torch.Tensor, order: torch.Tensor, k: int,
+                   memory: Optional[torch.Tensor] = None) -> tuple:
+    """Per anchor, ``(m_i, h_i)``, both ``[B, 1]``: the midpoint of its K-th and (K+1)-th
+    teacher cosines and half their gap (the margin of its nearest real samples to ``m_i``);
+    ``order`` and ``memory`` as ``teacher_graph`` takes and returns them."""
     t = F.normalize(as_float(teacher_feats.detach()), dim=1)
-    kth = (t * t[order[:, k - 1]]).sum(1)
-    next_ = (t * t[order[:, k]]).sum(1)
-    return ((kth + next_) / 2)[:, None]
+    cand = with_memory(t, memory)
+    kth = (t * cand[order[:, k - 1]]).sum(1, keepdim=True)
+    next_ = (t * cand[order[:, k]]).sum(1, keepdim=True)
+    return (kth + next_) / 2, (kth - next_) / 2
 
 
 def anchor_bias(bias: Scalar, tau: Scalar, boundary: str, teacher_feats: torch.Tensor,
-                order: torch.Tensor, k: int) -> Scalar:
+                order: torch.Tensor, k: int, memory: Optional[torch.Tensor] = None) -> Scalar:
     """The bias term of the sigmoid: ``b`` (``fixed``) or ``b + m_i / tau`` (``teacher``),
     where ``m_i`` is ``teacher_boundary``; with ``b = 0`` the boundary sits at ``cos = m_i``."""
     if boundary == "fixed":
         return bias
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
-    return bias + teacher_boundary(teacher_feats, order, k) / tau
+    return bias + teacher_boundary(teacher_feats, order, k, memory) / tau
+
+
+def with_memory(feats: torch.Tensor, memory: Optional[torch.Tensor]) -> torch.Tensor:
+    """The candidates of every anchor: the batch's L2-normalised ``feats``, then the memory
+    entries (L2-normalised, no gradient) when there are any."""
+    if memory is None:
+        return feats
+    return torch.cat([feats, F.normalize(as_float(memory.detach()), dim=1).to(feats.dtype)])
 
 
 def as_float(t: torch.Tensor) -> torch.Tensor:
@@ -104,7 +126,7 @@ def sigmoid_terms(weights: torch.Tensor, cos: torch.Tensor, tau: Scalar, bias: S
 
 def fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, k: int = 8, tau: Scalar = 0.1,
              bias: Scalar = 0.0, *, neg_weight: str = "constant", eps: float = 1e-6,
-             boundary: str = "fixed") -> torch.Tensor:
+             boundary: str = "fixed", memory: Optional[MemoryView] = None) -> torch.Tensor:
     """Mean over anchors of ``L_FDA^i`` (METHOD.md "FDA").
 
     Args:
@@ -117,6 +139,8 @@ def fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, k: int = 8, tau: 
         eps: lower clamp of the neighbour weights.
         boundary: ``fixed`` (the bias ``b`` alone) or ``teacher`` (``b + m_i / tau``, with
             ``m_i`` the midpoint of anchor i's K-th and (K+1)-th teacher cosines).
+        memory: memory entries that join every anchor's candidates as fixed points (the
+            graph is built over batch and memory, ``1/(B-1)`` becomes ``1/(B-1+M)``).
 
     Returns:
         A scalar tensor.
@@ -124,14 +148,15 @@ def fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, k: int = 8, tau: 
     if feats.shape[0] != teacher_feats.shape[0]:
         raise ValueError(f"feats and teacher_feats differ in batch size: {feats.shape[0]} vs "
                          f"{teacher_feats.shape[0]}")
-    order, w = teacher_graph(teacher_feats, k, neg_weight=neg_weight, eps=eps)
+    t_mem, s_mem = (None, None) if memory is None else memory
+    order, w = teacher_graph(teacher_feats, k, neg_weight=neg_weight, eps=eps, memory=t_mem)
     x = F.normalize(as_float(feats), dim=1)
-    cos = (x @ x.T).gather(1, order)
-    b = anchor_bias(bias, tau, boundary, teacher_feats, order, k)
+    cos = (x @ with_memory(x, s_mem).T).gather(1, order)
+    b = anchor_bias(bias, tau, boundary, teacher_feats, order, k, t_mem)
     return sigmoid_terms(w, cos, tau, b).mean()
 
 
-class FDAPlugin(TeacherPlugin):
+class FDAPlugin(MemoryMixin, TeacherPlugin):
     """Adds ``lam * fda_loss(student, teacher)`` to the strategy loss (METHOD.md "FDA").
 
     With ``learnable_temperature`` the plugin learns ``log(1/tau)`` and ``b`` as SigLIP does,
@@ -150,16 +175,20 @@ class FDAPlugin(TeacherPlugin):
         encoder_attr: model attribute that holds the encoder.
         teacher: ``previous`` | ``pretrained`` | a ``Teacher``.
         teacher_cache_mb: cache teacher features by dataset index (see ``TeacherPlugin``).
+        memory_size: entries of the cross-batch memory (0: the batch alone; see ``memory``).
+        memory_warmup: steps of each experience before the memory is used.
     """
 
     def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
                  neg_weight: str = "constant", eps: float = 1e-6, boundary: str = "fixed",
                  learnable_temperature: bool = False, temp_lr: float = 1e-3,
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
-                 teacher_cache_mb: float = 0.0) -> None:
+                 teacher_cache_mb: float = 0.0, memory_size: int = 0,
+                 memory_warmup: int = 0) -> None:
         _check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
         super().__init__(teacher=teacher, encoder_attr=encoder_attr,
                          teacher_cache_mb=teacher_cache_mb)
+        self.init_memory(memory_size, memory_warmup)
         self.lam, self.k, self.neg_weight, self.eps = lam, k, neg_weight, eps
         self.boundary = boundary
         self.temperature = SigmoidTemperature(tau, bias, learnable=learnable_temperature, lr=temp_lr)
@@ -170,9 +199,12 @@ class FDAPlugin(TeacherPlugin):
         if k is None:
             return
         teacher_feats, _ = self.teacher_outputs()
+        feats = self.student_features()
         tau, bias = self.temperature.values(strategy.device)
-        reg = fda_loss(self.student_features(), teacher_feats, k, tau, bias,
-                       neg_weight=self.neg_weight, eps=self.eps, boundary=self.boundary)
+        reg = fda_loss(feats, teacher_feats, k, tau, bias, neg_weight=self.neg_weight,
+                       eps=self.eps, boundary=self.boundary,
+                       memory=self.memory_view(strategy, teacher_feats))
+        self.memory_push(strategy, teacher_feats, feats)
         self.last_loss = reg.detach()
         strategy.loss = strategy.loss + self.lam * reg
 
@@ -245,7 +277,8 @@ def _check_common(*, lam: float, k: int, tau: float, neg_weight: str,
 def fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 0.0,
         neg_weight: str = "constant", boundary: str = "teacher",
         learnable_temperature: bool = False, temp_lr: float = 1e-3,
-        teacher: str = "previous", teacher_cache_mb: float = 256.0) -> StrategyRecipe:
+        teacher: str = "previous", teacher_cache_mb: float = 256.0, memory_size: int = 0,
+        memory_warmup: int = 0) -> StrategyRecipe:
     """FDA on hard-mined class-balanced batches (METHOD.md "FDA").
 
     Shipped defaults (docs/benchmarks.md, "FDA's boundary and temperature"): the sigmoid's
@@ -256,5 +289,6 @@ def fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 0.0,
     """
     plugin = FDAPlugin(lam=lam, k=k, tau=tau, bias=bias, neg_weight=neg_weight, boundary=boundary,
                        learnable_temperature=learnable_temperature, temp_lr=temp_lr, teacher=teacher,
-                       teacher_cache_mb=teacher_cache_mb)
+                       teacher_cache_mb=teacher_cache_mb, memory_size=memory_size,
+                       memory_warmup=memory_warmup)
     return StrategyRecipe(plugins=[plugin], sampler="hard")

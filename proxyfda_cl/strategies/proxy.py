@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fda import (SigmoidTemperature, _check_common, anchor_bias, as_float, batch_k,
-                  sigmoid_terms, teacher_graph)
+                  sigmoid_terms, teacher_graph, teacher_margin, with_memory)
+from .memory import MemoryMixin, MemoryView
 from .registry import StrategyRecipe, register_strategy
 from .teacher import Teacher, TeacherPlugin
 
@@ -72,10 +73,15 @@ class ProxyGenerator(nn.Module):
         return torch.cat([sets @ self.projection, anchor_sim.unsqueeze(-1),
                           weights.unsqueeze(-1)], dim=-1)
 
-    def _encode(self, tokens: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """conv -> attention (within ``mask``) -> conv; returns ``[N, n_pos + n_neg, n]``."""
+    def _encode(self, tokens: torch.Tensor, split: Optional[int] = None) -> torch.Tensor:
+        """conv -> attention -> conv; returns ``[N, n_pos + n_neg, n]``. With ``split`` the
+        first ``split`` tokens and the rest attend only within their own group."""
         h = F.gelu(self.conv_in(tokens.transpose(1, 2))).transpose(1, 2)
-        h = self.norm(h + self._attention(h, mask))
+        if split is None:
+            att = self._attention(h)
+        else:
+            att = torch.cat([self._attention(h[:, :split]), self._attention(h[:, split:])], 1)
+        h = self.norm(h + att)
         return self.conv_out(h.transpose(1, 2))
 
     def logits(self, sets: torch.Tensor, anchor_sim: torch.Tensor, weights: torch.Tensor, *,
@@ -93,33 +99,27 @@ class ProxyGenerator(nn.Module):
     def pool_both(self, rows: torch.Tensor, anchor_sim: torch.Tensor, weights: torch.Tensor,
                   k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Both sets of every anchor in one pass: ``rows`` ``[N, n, D]`` holds the neighbour
-        set (first ``k``) then the non-neighbour set. Attention is masked to stay within a set,
-        so the result equals ``forward`` on each set alone, with half the operations.
+        set (first ``k``) then the non-neighbour set. Attention stays within a set, so the
+        result equals ``forward`` on each set alone.
 
         Returns:
             ``(A_pos [N, n_pos, k], A_neg [N, n_neg, n - k])``.
         """
-        n = rows.shape[1]
-        in_pos = torch.arange(n, device=rows.device) < k
-        same_set = in_pos[:, None] == in_pos[None, :]
-        out = self._encode(self._tokens(rows, anchor_sim, weights), same_set)
+        out = self._encode(self._tokens(rows, anchor_sim, weights), k)
         return (out[:, :self.n_pos, :k].softmax(dim=-1),
                 out[:, self.n_pos:, k:].softmax(dim=-1))
 
-    def _attention(self, h: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``self.attn(h, h, h)`` (optionally restricted to ``mask``), written with batched
-        matmuls: for sets of a few dozen elements this is several times faster on CPU than
-        the fused kernels."""
+    def _attention(self, h: torch.Tensor) -> torch.Tensor:
+        """``self.attn(h, h, h)``, written with batched matmuls: for sets of a few dozen
+        elements this is several times faster on CPU than the fused kernels."""
         a = self.attn
         n, length, e = h.shape
         heads = a.num_heads
         q, k, v = F.linear(h, a.in_proj_weight, a.in_proj_bias).chunk(3, dim=-1)
         q, k, v = (t.reshape(n, length, heads, e // heads).transpose(1, 2) for t in (q, k, v))
         scores = (q @ k.transpose(-1, -2)).mul_((e // heads) ** -0.5)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        out = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(n, length, e)
-        return a.out_proj(out)
+        out = scores.softmax(dim=-1) @ v
+        return a.out_proj(out.transpose(1, 2).reshape(n, length, e))
 
 
 class ProxyFDAOutput(NamedTuple):
@@ -130,9 +130,9 @@ class ProxyFDAOutput(NamedTuple):
     proxy: torch.Tensor
 
 
-def _contrastive(p: torch.Tensor, own: torch.Tensor, other: torch.Tensor, tau, bias) -> torch.Tensor:
-    c_own = torch.einsum("bpd,bkd->bpk", p, own)
-    c_other = torch.einsum("bpd,bkd->bpk", p, other)
+def _contrastive(c_own: torch.Tensor, c_other: torch.Tensor, tau, bias) -> torch.Tensor:
+    """SigLIP terms of proxies against their own set (label +1) and the other set (-1), given
+    their cosines ``[N, n_p, n_own]`` and ``[N, n_p, n_other]``."""
     return sigmoid_terms(1.0, c_own, tau, bias).mean() + sigmoid_terms(-1.0, c_other, tau, bias).mean()
 
 
@@ -147,10 +147,32 @@ def variance_hinge(proxies: torch.Tensor, gamma: float) -> torch.Tensor:
     return F.relu(gamma - std).mean()
 
 
+@torch.no_grad()
+def proxy_boundary(teacher_feats: torch.Tensor, order: torch.Tensor, k: int, pool: torch.Tensor,
+                   n_pos: int, memory: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per proxy, a boundary that the teacher's own proxies satisfy, ``[B, n_pos + n_neg]``.
+
+    The same pooling applied to the teacher's features gives each proxy a teacher cosine
+    ``c_p`` to its anchor. A non-neighbour proxy is a normalised mean, so ``c_p`` can lie above
+    the anchor's boundary ``m_i`` although every pooled non-neighbour lies below it. Each proxy
+    keeps at least the margin ``h_i`` of the anchor's nearest real samples (half the gap
+    between the K-th and (K+1)-th teacher cosines): ``min(m_i, c_p - h_i)`` for neighbour
+    proxies, ``max(m_i, c_p + h_i)`` for non-neighbour proxies. The teacher's configuration
+    then satisfies every term's ordering, proxies included. ``pool`` ``[B, n_p, n]`` holds
+    the pooling weights over each anchor's first ``n`` candidates in ``order`` (batch, then
+    ``memory`` teacher features).
+    """
+    m, h = teacher_margin(teacher_feats, order, k, memory)
+    t = F.normalize(as_float(teacher_feats.detach()), dim=1)
+    rows = with_memory(t, memory)[order[:, :pool.shape[2]]]
+    c_p = torch.einsum("bd,bpd->bp", t, F.normalize(pool.to(t.dtype) @ rows, dim=-1))
+    return torch.cat([torch.minimum(m, c_p[:, :n_pos] - h), torch.maximum(m, c_p[:, n_pos:] + h)], 1)
+
+
 def proxy_fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, generator: ProxyGenerator,
                    k: int = 8, tau=0.1, bias=0.0, *, alpha: float = 1.0, gamma_scale: float = 1.0,
                    neg_weight: str = "constant", eps: float = 1e-6,
-                   boundary: str = "fixed") -> ProxyFDAOutput:
+                   boundary: str = "fixed", memory: Optional[MemoryView] = None) -> ProxyFDAOutput:
     """The Proxy-FDA term and the generator's ``L_proxy`` (METHOD.md "Proxy-FDA").
 
     Vectorised over anchors; the generator runs once on detached features: its pooling weights
@@ -160,48 +182,60 @@ def proxy_fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, generator: 
         feats: ``[B, D]`` student features.
         teacher_feats: ``[B, D]`` teacher features (no gradient).
         generator: the proxy generator.
-        k, tau, bias, neg_weight, eps, boundary: as in ``fda_loss`` (the anchor's boundary
-            applies to its proxies too; the generator's contrastive term keeps ``b``).
+        k, tau, bias, neg_weight, eps, boundary: as in ``fda_loss``; with
+            ``boundary="teacher"`` each proxy gets the boundary of ``proxy_boundary`` (the
+            generator's contrastive term keeps ``b``).
         alpha: weight of the variance term in ``L_proxy``.
         gamma_scale: variance target ``gamma = gamma_scale / sqrt(D)`` (ours).
+        memory: memory entries that join every anchor's sets as fixed points (as in
+            ``fda_loss``). The generator pools the K neighbours over batch and memory, and
+            the B-1-K non-neighbours nearest to the anchor under the teacher (with no memory,
+            all of them).
 
     Returns:
         ``ProxyFDAOutput(fda, proxy)``, both scalars.
     """
-    order, w = teacher_graph(teacher_feats, k, neg_weight=neg_weight, eps=eps)
+    t_mem, s_mem = (None, None) if memory is None else memory
+    order, w = teacher_graph(teacher_feats, k, neg_weight=neg_weight, eps=eps, memory=t_mem)
     x = F.normalize(as_float(feats), dim=1)
-    s = (x @ x.T).gather(1, order)
-    pos, neg = order[:, :k], order[:, k:]
-    xd, sd = x.detach(), s.detach()
-    rows = xd[order]
-    xp, xn = rows[:, :k], rows[:, k:]
+    cand = with_memory(x, s_mem)
+    s = (x @ cand.T).gather(1, order)
+    # The generator's sets: the K neighbours and the B-1-K nearest non-neighbours (all of them
+    # without a memory), so its cost does not grow with the memory.
+    n_gen = teacher_feats.shape[0] - 1
+    o_gen = order[:, :n_gen]
+    rows = cand.detach()[o_gen]
     g = generator.projection.dtype
-    a_pos, a_neg = generator.pool_both(rows.to(g), sd.to(g), w.to(g), k)
-    a_pos, a_neg = a_pos.to(x.dtype), a_neg.to(x.dtype)
+    a_pos, a_neg = generator.pool_both(rows.to(g), s[:, :n_gen].detach().to(g),
+                                       w[:, :n_gen].to(g), k)
+    # Both sets' pooling weights as one [B, n_p, n_gen] matrix over the generator's sets.
+    pool_g = torch.cat([F.pad(a_pos.to(x.dtype), (0, n_gen - k)),
+                        F.pad(a_neg.to(x.dtype), (k, 0))], 1)
 
-    # Proxies P = A X as one dense [B, n_p, B] pooling matrix (A detached) times the batch.
-    ap, an = a_pos.detach(), a_neg.detach()
-    n_pos, b = ap.shape[1], x.shape[0]
-    pool = x.new_zeros(b, n_pos + an.shape[1], b)
-    pool[:, :n_pos].scatter_(2, pos[:, None, :].expand(-1, n_pos, -1), ap)
-    pool[:, n_pos:].scatter_(2, neg[:, None, :].expand(-1, an.shape[1], -1), an)
-    cos_p = torch.einsum("bd,bpd->bp", x, F.normalize(pool @ x, dim=-1))
-    w_p = torch.cat([torch.einsum("bpk,bk->bp", ap, w[:, :k]),
-                     torch.einsum("bpk,bk->bp", an, w[:, k:])], 1)
-    b_i = anchor_bias(bias, tau, boundary, teacher_feats, order, k)
+    # Proxies P = A X (A detached) of the student's features.
+    pool, n_pos = pool_g.detach(), a_pos.shape[1]
+    cos_p = torch.einsum("bd,bpd->bp", x, F.normalize(pool @ cand[o_gen], dim=-1))
+    w_p = torch.einsum("bpn,bn->bp", pool, w[:, :n_gen])
+    b_i = anchor_bias(bias, tau, boundary, teacher_feats, order, k, t_mem)
+    if boundary == "teacher":
+        edge = proxy_boundary(teacher_feats, order, k, pool, n_pos, t_mem)
+        b_i = torch.cat([b_i.expand_as(s), bias + edge / tau], 1)
     fda = sigmoid_terms(torch.cat([w, w_p], 1), torch.cat([s, cos_p], 1), tau, b_i).mean()
 
     tau_d = tau.detach() if torch.is_tensor(tau) else tau
     bias_d = bias.detach() if torch.is_tensor(bias) else bias
     gamma = gamma_scale / math.sqrt(x.shape[1])
-    p_pos = F.normalize(torch.einsum("bpk,bkd->bpd", a_pos, xp), dim=-1)
-    p_neg = F.normalize(torch.einsum("bpk,bkd->bpd", a_neg, xn), dim=-1)
-    proxy = (_contrastive(p_pos, xp, xn, tau_d, bias_d) + alpha * variance_hinge(p_pos, gamma)
-             + _contrastive(p_neg, xn, xp, tau_d, bias_d) + alpha * variance_hinge(p_neg, gamma))
+    proxies = F.normalize(pool_g @ rows, dim=-1)
+    c = proxies @ rows.transpose(1, 2)
+    p_pos, p_neg = proxies[:, :n_pos], proxies[:, n_pos:]
+    proxy = (_contrastive(c[:, :n_pos, :k], c[:, :n_pos, k:], tau_d, bias_d)
+             + alpha * variance_hinge(p_pos, gamma)
+             + _contrastive(c[:, n_pos:, k:], c[:, n_pos:, :k], tau_d, bias_d)
+             + alpha * variance_hinge(p_neg, gamma))
     return ProxyFDAOutput(fda, proxy)
 
 
-class ProxyFDAPlugin(TeacherPlugin):
+class ProxyFDAPlugin(MemoryMixin, TeacherPlugin):
     """Adds ``lam * Proxy-FDA`` to the strategy loss and trains the proxy generator.
 
     The generator (built at the first minibatch, when D is known, on the features' device) is
@@ -223,6 +257,7 @@ class ProxyFDAPlugin(TeacherPlugin):
         encoder_attr: model attribute that holds the encoder.
         teacher: ``previous`` | ``pretrained`` | a ``Teacher``.
         teacher_cache_mb: cache teacher features by dataset index (see ``TeacherPlugin``).
+        memory_size, memory_warmup: the cross-batch memory, as in ``FDAPlugin``.
     """
 
     def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
@@ -231,7 +266,8 @@ class ProxyFDAPlugin(TeacherPlugin):
                  boundary: str = "fixed", learnable_temperature: bool = False,
                  temp_lr: float = 1e-3, seed: Optional[int] = None,
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
-                 teacher_cache_mb: float = 0.0) -> None:
+                 teacher_cache_mb: float = 0.0, memory_size: int = 0,
+                 memory_warmup: int = 0) -> None:
         _check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
         for key, value, ok, rule in (("n_pos", n_pos, n_pos >= 1, ">= 1"),
                                      ("n_neg", n_neg, n_neg >= 1, ">= 1"),
@@ -247,6 +283,7 @@ class ProxyFDAPlugin(TeacherPlugin):
         self.n_pos, self.n_neg, self.alpha, self.gamma_scale = n_pos, n_neg, alpha, gamma_scale
         self.gen_lr, self.seed = gen_lr, seed
         self.temperature = SigmoidTemperature(tau, bias, learnable=learnable_temperature, lr=temp_lr)
+        self.init_memory(memory_size, memory_warmup)
         self.generator: Optional[ProxyGenerator] = None
         self.gen_optimizer: Optional[torch.optim.Optimizer] = None
         self.last_loss = self.last_proxy_loss = None
@@ -275,7 +312,9 @@ class ProxyFDAPlugin(TeacherPlugin):
         tau, bias = self.temperature.values(strategy.device)
         out = proxy_fda_loss(feats, teacher_feats, gen, k, tau, bias, alpha=self.alpha,
                              gamma_scale=self.gamma_scale, neg_weight=self.neg_weight, eps=self.eps,
-                             boundary=self.boundary)
+                             boundary=self.boundary,
+                             memory=self.memory_view(strategy, teacher_feats))
+        self.memory_push(strategy, teacher_feats, feats)
         strategy.loss = strategy.loss + self.lam * out.fda
         self.gen_optimizer.zero_grad(set_to_none=True)
         out.proxy.backward()
@@ -292,7 +331,8 @@ def proxy_fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 
               n_pos: int = 4, n_neg: int = 4, alpha: float = 1.0, gen_lr: float = 1e-3,
               gamma_scale: float = 1.0, neg_weight: str = "constant", boundary: str = "teacher",
               learnable_temperature: bool = False, temp_lr: float = 1e-3, teacher: str = "previous",
-              teacher_cache_mb: float = 256.0) -> StrategyRecipe:
+              teacher_cache_mb: float = 256.0, memory_size: int = 0,
+              memory_warmup: int = 0) -> StrategyRecipe:
     """Proxy-FDA on hard-mined class-balanced batches (METHOD.md "Proxy-FDA").
 
     Boundary, τ and λ as in the ``fda`` recipe (docs/benchmarks.md).
@@ -303,5 +343,6 @@ def proxy_fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 
                             gen_lr=gen_lr, gamma_scale=gamma_scale, neg_weight=neg_weight,
                             boundary=boundary, learnable_temperature=learnable_temperature,
                             temp_lr=temp_lr, teacher=teacher,
-                            teacher_cache_mb=teacher_cache_mb)
+                            teacher_cache_mb=teacher_cache_mb, memory_size=memory_size,
+                            memory_warmup=memory_warmup)
     return StrategyRecipe(plugins=[plugin], sampler="hard")

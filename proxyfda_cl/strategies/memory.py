@@ -1,0 +1,174 @@
+"""A cross-batch memory for FDA and Proxy-FDA (METHOD.md "Cross-batch memory", ours).
+
+In the style of XBM (cross-batch memory for embedding learning): a FIFO queue of the last M
+training samples of the experience, with their teacher features (exact, the teacher is frozen),
+their student features as they were when enqueued (detached), labels and dataset indices. For
+each anchor of a batch the teacher graph is built over the batch and the memory; memory entries
+enter the loss as fixed points.
+
+The queue lives for one experience: the teacher and the dataset indices change at the next.
+Checkpoints are written between experiences, so the memory is left out of them (it is empty at
+every point a run can resume from).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+
+
+class MemoryView(NamedTuple):
+    """The memory entries one batch may use: L2-normalised ``teacher`` and ``student``
+    features, ``[M', D]`` each (no gradient)."""
+
+    teacher: torch.Tensor
+    student: torch.Tensor
+
+
+class FeatureMemory:
+    """A FIFO queue of the last ``size`` samples' features.
+
+    Args:
+        size: capacity M (entries); 0 keeps nothing.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 0:
+            raise ValueError(f"memory_size must be >= 0, got {size}")
+        self.size = int(size)
+        self.reset()
+
+    def reset(self) -> None:
+        """Empty the queue (at the start of each experience)."""
+        self.teacher = self.student = self.labels = self.indices = self.steps = None
+        self._next = 0
+        self._count = 0
+        self.step = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getstate__(self) -> dict:
+        """A checkpoint keeps the capacity only; the queue is rebuilt in the next experience."""
+        state = dict(self.__dict__)
+        for key in ("teacher", "student", "labels", "indices", "steps"):
+            state[key] = None
+        state["_next"] = state["_count"] = 0
+        return state
+
+    @torch.no_grad()
+    def enqueue(self, teacher: torch.Tensor, student: torch.Tensor, labels: torch.Tensor,
+                indices: torch.Tensor) -> None:
+        """Append one batch (``[B, D]`` features, ``[B]`` labels and dataset indices), dropping
+        the oldest entries once full, and advance the step counter."""
+        self.step += 1
+        if self.size == 0:
+            return
+        t = F.normalize(teacher.detach().float(), dim=1)
+        s = F.normalize(student.detach().float(), dim=1)
+        if self.teacher is None:
+            dev, d = t.device, t.shape[1]
+            self.teacher = t.new_zeros(self.size, d)
+            self.student = t.new_zeros(self.size, d)
+            self.labels = torch.zeros(self.size, dtype=torch.long, device=dev)
+            self.indices = torch.full((self.size,), -1, dtype=torch.long, device=dev)
+            self.steps = torch.zeros(self.size, dtype=torch.long, device=dev)
+        n = min(t.shape[0], self.size)
+        slots = (self._next + torch.arange(n, device=t.device)) % self.size
+        self.teacher[slots], self.student[slots] = t[-n:], s[-n:]
+        self.labels[slots] = labels[-n:].to(t.device)
+        self.indices[slots] = indices[-n:].to(t.device)
+        self.steps[slots] = self.step
+        self._next = (self._next + n) % self.size
+        self._count = min(self._count + n, self.size)
+
+    def view(self, exclude: torch.Tensor, dtype: Optional[torch.dtype] = None) -> MemoryView:
+        """The filled entries except those whose dataset index is in ``exclude`` (the batch's
+        own samples, which the batch holds in fresher form)."""
+        if self._count == 0:
+            raise RuntimeError("the memory is empty")
+        keep = ~torch.isin(self.indices[:self._count], exclude.to(self.indices.device))
+        t, s = self.teacher[:self._count][keep], self.student[:self._count][keep]
+        return MemoryView(t if dtype is None else t.to(dtype), s if dtype is None else s.to(dtype))
+
+    def entries(self) -> tuple:
+        """``(student features, dataset indices, enqueue steps)`` of the filled entries."""
+        n = self._count
+        return self.student[:n], self.indices[:n], self.steps[:n]
+
+
+
+
+
+class MemoryMixin:
+    """The cross-batch memory of a ``TeacherPlugin`` (FDA, Proxy-FDA).
+
+    Call ``init_memory`` in ``__init__``; in ``before_backward`` take ``memory_view`` before
+    the loss and ``memory_push`` after it. The queue is emptied at the start of each
+    experience; at its end the plugin measures the staleness of the entries (``memory_log``).
+    """
+
+    def init_memory(self, memory_size: int, memory_warmup: int) -> None:
+        if memory_warmup < 0:
+            raise ValueError(f"memory_warmup must be >= 0, got {memory_warmup}")
+        self.memory = FeatureMemory(memory_size)
+        self.memory_warmup = int(memory_warmup)
+        self.memory_log: list = []
+        self._memory_batch = None
+
+    def memory_view(self, strategy, teacher_feats: torch.Tensor) -> Optional[MemoryView]:
+        """The entries this batch uses, or None (no memory, still warming up, or empty)."""
+        if self.memory.size == 0:
+            return None
+        from ..benchmarks.sampler import current_batch_indices
+
+        indices = current_batch_indices(strategy)
+        if indices is None:
+            raise RuntimeError(f"{type(self).__name__}: memory_size needs the dataset indices of "
+                               "each batch, which the suite's batch sampler reports; run it "
+                               "through a strategy recipe, or set memory_size=0")
+        self._memory_batch = indices
+        if len(self.memory) == 0 or self.memory.step < self.memory_warmup:
+            return None
+        view = self.memory.view(indices)
+        return MemoryView(*(v.to(teacher_feats.device) for v in view))
+
+    def memory_push(self, strategy, teacher_feats: torch.Tensor, feats: torch.Tensor) -> None:
+        """Enqueue the batch after its loss was computed."""
+        if self.memory.size:
+            self.memory.enqueue(teacher_feats, feats, strategy.mb_y, self._memory_batch)
+
+    def before_training_exp(self, strategy, **kwargs):
+        super().before_training_exp(strategy, **kwargs)
+        self.memory.reset()
+
+    def after_training_exp(self, strategy, **kwargs):
+        if len(self.memory):
+            self.memory_log.append(self.staleness(strategy))
+        super().after_training_exp(strategy, **kwargs)
+
+    @torch.no_grad()
+    def staleness(self, strategy) -> dict:
+        """Per experience: the mean (and lowest) cosine between each entry's stored student
+        feature and the one the encoder gives now (eval mode), and the entries' mean age."""
+        from torch.utils.data import DataLoader, Subset
+
+        from .teacher import as_features, get_encoder
+
+        student, indices, steps = self.memory.entries()
+        encoder = get_encoder(strategy.model, self.encoder_attr)
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            loader = DataLoader(Subset(strategy.adapted_dataset, indices.tolist()),
+                                batch_size=strategy.eval_mb_size)
+            now = torch.cat([as_features(encoder(batch[0].to(strategy.device))).float()
+                             for batch in loader])
+        finally:
+            encoder.train(was_training)
+        cos = (F.normalize(now, dim=1) * student.to(now.device)).sum(1)
+        return {"experience": int(strategy.experience.current_experience) + 1, "entries": len(cos),
+                "staleness_cos": float(cos.mean()), "staleness_cos_min": float(cos.min()),
+                "mean_age_steps": float((self.memory.step - steps).float().mean())}
+__all__ = ["FeatureMemory", "MemoryMixin", "MemoryView"]
