@@ -45,6 +45,8 @@ class BenchmarkConfig:
     train_size: Optional[int] = None
     test_size: Optional[int] = None
     val_fraction: float = 0.1
+    #: most / least frequent class in each experience's training set (1: as loaded)
+    imbalance: float = 1.0
 
 
 @dataclass
@@ -97,6 +99,12 @@ class EvalConfig:
     bn_drift: bool = True
 
 
+#: Fields added after results existed, left out of ``RunConfig.id`` at these values, so that
+#: earlier runs keep their ids (a sweep skips or resumes them instead of running them again).
+ID_NEUTRAL = {("benchmark", "imbalance"): 1.0, ("strategy", "memory_size"): 0,
+              ("strategy", "memory_warmup"): 0}
+
+
 @dataclass
 class RunConfig:
     """One run: a strategy trained over one benchmark stream from one backbone and seed."""
@@ -117,6 +125,9 @@ class RunConfig:
         d = to_dict(self)
         d.pop("out")
         d.pop("loggers")
+        for (section, key), neutral in ID_NEUTRAL.items():
+            if key in d[section] and d[section][key] == neutral:
+                del d[section][key]
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -255,6 +266,9 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{where}: must be > 0, got {value!r}")
         if where in NON_NEGATIVE and value < 0:
             raise ConfigError(f"{where}: must be >= 0, got {value!r}")
+    if not cfg.benchmark.imbalance >= 1.0:
+        raise ConfigError(f"benchmark.imbalance: must be >= 1 (the most frequent class's count over "
+                          f"the least frequent's), got {cfg.benchmark.imbalance!r}")
     if not 0.0 <= cfg.benchmark.val_fraction < 1.0:
         raise ConfigError(f"benchmark.val_fraction: must be in [0, 1), got {cfg.benchmark.val_fraction!r}")
     cfg.eval.probe_grid = [coerce(v, float, "eval.probe_grid") for v in cfg.eval.probe_grid]

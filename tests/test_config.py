@@ -21,6 +21,21 @@ def test_spelled_out_defaults_give_the_same_id():
     assert implicit.id == explicit.id != changed.id
 
 
+def test_options_added_later_keep_earlier_ids_at_their_neutral_value():
+    """A record written before ``memory_size``/``memory_warmup``/``benchmark.imbalance`` existed
+    has none of them in its config; a sweep must still find it under the same id."""
+    base = make_config(strategy="proxy_fda")
+    earlier = to_dict(base)
+    for key in ("memory_size", "memory_warmup"):
+        del earlier["strategy"][key]
+    del earlier["benchmark"]["imbalance"]
+    assert from_dict(earlier).id == base.id
+    assert make_config(strategy="proxy_fda", sets=["strategy.memory_size=0",
+                                                   "benchmark.imbalance=1"]).id == base.id
+    assert make_config(strategy="proxy_fda", sets=["strategy.memory_size=256"]).id != base.id
+    assert make_config(strategy="proxy_fda", sets=["benchmark.imbalance=10"]).id != base.id
+
+
 def test_numbers_written_as_text_are_numbers():
     cfg = make_config({"train": {"lr": "1e-3"}, "strategy": {"name": "fda", "lam": "1e-1"}})
     assert cfg.train.lr == 0.001 and cfg.strategy.params["lam"] == 0.1
@@ -42,6 +57,7 @@ def test_id_is_stable_and_ignores_out():
     (["train.nope=1"], "train.nope"),
     (["seed=-3"], "seed"),
     (["benchmark.val_fraction=1.5"], "benchmark.val_fraction"),
+    (["benchmark.imbalance=0.5"], "benchmark.imbalance"),
     (["eval.distances=maybe"], "eval.distances"),
 ])
 def test_bad_values_name_the_field(sets, field):

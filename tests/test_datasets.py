@@ -17,7 +17,7 @@ from PIL import Image
 from proxyfda_cl.benchmarks import imagefolder as imf  # noqa: F401  (registers imagefolder)
 from proxyfda_cl.benchmarks import torchvision_sets as tvs
 from proxyfda_cl.benchmarks.base import load_dataset
-from proxyfda_cl.benchmarks.splits import train_val_split
+from proxyfda_cl.benchmarks.splits import long_tail, train_val_split
 from proxyfda_cl.errors import DataError
 
 
@@ -460,3 +460,32 @@ def test_train_val_split_stratified_and_seeded():
     assert tr.dtype == torch.int64 and torch.all(tr[1:] > tr[:-1])
     with pytest.raises(ValueError):
         train_val_split(y, 1.0)
+
+
+def test_long_tail_keeps_a_seeded_geometric_share_of_each_class():
+    y = torch.arange(5).repeat_interleave(100)
+    y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(1))]
+    idx = long_tail(y, 10.0, seed=3)
+    assert y[idx].bincount().tolist() == [100, 56, 32, 18, 10]  # 100 * 10 ** (-i / 4)
+    assert torch.equal(idx, long_tail(y, 10.0, seed=3)) and torch.all(idx[1:] > idx[:-1])
+    assert not torch.equal(idx, long_tail(y, 10.0, seed=4))
+    assert torch.equal(long_tail(y, 1.0), torch.arange(len(y)))
+
+
+def test_imbalanced_stream_is_long_tailed_in_training_only(tmp_path):
+    from proxyfda_cl.benchmarks.streams import build_stream
+    from proxyfda_cl.config import BenchmarkConfig
+
+    def stream(imbalance):
+        cfg = BenchmarkConfig(experiences=["digits[0:4]"], probes=["digits[4:8]"],
+                              imbalance=imbalance, root=str(tmp_path))
+        return build_stream(cfg, lambda x: x, 8, seed=0, probe_train_size=None,
+                            probe_test_size=None).sets
+
+    flat, tail = stream(1.0), stream(8.0)
+    counts = tail["digits[0:4]"].train_targets.bincount().tolist()
+    full = flat["digits[0:4]"].train_targets.bincount().tolist()
+    assert counts[0] == full[0] and abs(counts[0] / counts[3] - 8) < 0.5
+    assert counts == sorted(counts, reverse=True)
+    assert torch.equal(tail["digits[0:4]"].test_targets, flat["digits[0:4]"].test_targets)
+    assert torch.equal(tail["digits[4:8]"].train_targets, flat["digits[4:8]"].train_targets)

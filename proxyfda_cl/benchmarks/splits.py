@@ -44,3 +44,19 @@ def train_val_split(targets: Union[torch.Tensor, np.ndarray, Sequence[int]], val
     tr = np.sort(np.concatenate(train or [empty])).astype(np.int64)
     va = np.sort(np.concatenate(val or [empty])).astype(np.int64)
     return torch.from_numpy(tr), torch.from_numpy(va)
+
+
+def long_tail(targets: torch.Tensor, ratio: float, seed: int = 0) -> torch.Tensor:
+    """Indices of a long-tailed subset: the i-th class (by label) keeps a seeded random
+    ``ratio ** (-i / (C - 1))`` of its items (at least one), so balanced classes end up with
+    counts from ``n`` down to ``n / ratio``. Sorted; all items when ``ratio`` is 1."""
+    classes = torch.unique(targets)
+    if ratio == 1 or len(classes) < 2:
+        return torch.arange(len(targets))
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for i, c in enumerate(classes.tolist()):
+        idx = (targets == c).nonzero().flatten()
+        n = max(1, round(len(idx) * ratio ** (-i / (len(classes) - 1))))
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:n]])
+    return torch.cat(keep).sort().values

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from .base import TaskData, load_dataset
 from .concept_world import TensorImageDataset
-from .splits import train_val_split
+from .splits import long_tail, train_val_split
 
 BENCHMARKS: Registry[dict] = Registry("benchmark", "benchmark.name")
 _MATERIALIZE_BYTES = 512 * 2**20
@@ -175,7 +175,8 @@ def build_stream(cfg, transform: Callable, input_size: int, *, seed: int,
     """Load every dataset of ``cfg`` (a ``BenchmarkConfig``) and build the Avalanche benchmark.
 
     Each experience's training set is its dataset's train split minus a seeded, stratified
-    ``val_fraction`` held out (kept for validation), limited to ``train_size``; tests to
+    ``val_fraction`` held out (kept for validation), made long-tailed when ``imbalance`` > 1
+    (``long_tail``; test sets stay as loaded), limited to ``train_size``; tests to
     ``test_size``. Probe sets use ``probe_train_size``/``probe_test_size``.
     """
     exp_names, probe_names = resolve(cfg)
@@ -195,6 +196,8 @@ def build_stream(cfg, transform: Callable, input_size: int, *, seed: int,
         if is_exp and cfg.val_fraction > 0:
             keep, _ = train_val_split(tr_t, cfg.val_fraction, seed=seed)
             tr_ds, tr_t = _take(tr_ds, tr_t, keep)
+        if is_exp and cfg.imbalance != 1:
+            tr_ds, tr_t = _take(tr_ds, tr_t, long_tail(tr_t, cfg.imbalance, seed=seed + 3))
         n_tr = cfg.train_size if is_exp else probe_train_size
         n_te = cfg.test_size if is_exp else probe_test_size
         tr_ds, tr_t = limit(tr_ds, tr_t, n_tr, seed + 1)
