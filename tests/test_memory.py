@@ -108,9 +108,20 @@ def test_memory_is_a_fifo_queue_that_excludes_the_batch_and_leaves_checkpoints()
     assert len(view.teacher) == 3
     torch.testing.assert_close(view.student, view.teacher)  # stored L2-normalised
     state = mem.__getstate__()
-    assert state["teacher"] is None and state["_count"] == 0 and state["size"] == 5
+    assert state["teacher"] is None and state["indices"] is None and state["size"] == 5
     with pytest.raises(ValueError, match="memory_size must be >= 0"):
         FeatureMemory(-1)
+
+
+def test_a_sample_enqueued_again_keeps_only_its_freshest_entry():
+    mem = FeatureMemory(6)
+    feats = torch.eye(4)
+    mem.enqueue(feats, feats, torch.zeros(4), torch.arange(4))          # epoch 1
+    mem.enqueue(feats[:2], -feats[:2], torch.zeros(2), torch.arange(2))  # epoch 2 starts
+    student, indices, steps = mem.entries()
+    assert len(mem) == 4 and sorted(indices.tolist()) == [0, 1, 2, 3]
+    fresh = {int(i): (float(s.sum()), int(t)) for i, s, t in zip(indices, student, steps)}
+    assert fresh[0] == (-1.0, 2) and fresh[1] == (-1.0, 2) and fresh[2] == (1.0, 1)
 
 
 def _memory_cfg(out, weights, name="fda", size=48, warmup=1):
@@ -124,7 +135,7 @@ def test_memory_runs_record_staleness_and_resume_exactly(tmp_path, tiny_weights,
     ref = run(cfg)
     assert [e["experience"] for e in ref["memory"]] == [1, 2]
     for e in ref["memory"]:
-        assert e["entries"] == 48 and -1 <= e["staleness_cos_min"] <= e["staleness_cos"] <= 1
+        assert 0 < e["entries"] <= 48 and -1 <= e["staleness_cos_min"] <= e["staleness_cos"] <= 1
         assert e["mean_age_steps"] > 0
     off = run(_memory_cfg(tmp_path / "off", tiny_weights, size=0))
     assert off["memory"] == [] and off["matrices"]["P"] != ref["matrices"]["P"]

@@ -27,7 +27,8 @@ class MemoryView(NamedTuple):
 
 
 class FeatureMemory:
-    """A FIFO queue of the last ``size`` samples' features.
+    """A FIFO queue of the last ``size`` samples' features, at most one entry per sample:
+    enqueuing a sample again (the next epoch) drops its older entry.
 
     Args:
         size: capacity M (entries); 0 keeps nothing.
@@ -43,18 +44,17 @@ class FeatureMemory:
         """Empty the queue (at the start of each experience)."""
         self.teacher = self.student = self.labels = self.indices = self.steps = None
         self._next = 0
-        self._count = 0
         self.step = 0
 
     def __len__(self) -> int:
-        return self._count
+        return 0 if self.indices is None else int((self.indices >= 0).sum())
 
     def __getstate__(self) -> dict:
         """A checkpoint keeps the capacity only; the queue is rebuilt in the next experience."""
         state = dict(self.__dict__)
         for key in ("teacher", "student", "labels", "indices", "steps"):
             state[key] = None
-        state["_next"] = state["_count"] = 0
+        state["_next"] = state["step"] = 0
         return state
 
     @torch.no_grad()
@@ -75,29 +75,27 @@ class FeatureMemory:
             self.indices = torch.full((self.size,), -1, dtype=torch.long, device=dev)
             self.steps = torch.zeros(self.size, dtype=torch.long, device=dev)
         n = min(t.shape[0], self.size)
+        indices = indices[-n:].to(t.device)
+        self.indices[torch.isin(self.indices, indices)] = -1  # one entry per sample
         slots = (self._next + torch.arange(n, device=t.device)) % self.size
         self.teacher[slots], self.student[slots] = t[-n:], s[-n:]
-        self.labels[slots] = labels[-n:].to(t.device)
-        self.indices[slots] = indices[-n:].to(t.device)
+        self.labels[slots] = labels[-n:].to(t.device, torch.long)
+        self.indices[slots] = indices
         self.steps[slots] = self.step
         self._next = (self._next + n) % self.size
-        self._count = min(self._count + n, self.size)
 
-    def view(self, exclude: torch.Tensor, dtype: Optional[torch.dtype] = None) -> MemoryView:
+    def view(self, exclude: torch.Tensor) -> MemoryView:
         """The filled entries except those whose dataset index is in ``exclude`` (the batch's
         own samples, which the batch holds in fresher form)."""
-        if self._count == 0:
+        if self.indices is None:
             raise RuntimeError("the memory is empty")
-        keep = ~torch.isin(self.indices[:self._count], exclude.to(self.indices.device))
-        t, s = self.teacher[:self._count][keep], self.student[:self._count][keep]
-        return MemoryView(t if dtype is None else t.to(dtype), s if dtype is None else s.to(dtype))
+        keep = (self.indices >= 0) & ~torch.isin(self.indices, exclude.to(self.indices.device))
+        return MemoryView(self.teacher[keep], self.student[keep])
 
     def entries(self) -> tuple:
         """``(student features, dataset indices, enqueue steps)`` of the filled entries."""
-        n = self._count
-        return self.student[:n], self.indices[:n], self.steps[:n]
-
-
+        keep = self.indices >= 0
+        return self.student[keep], self.indices[keep], self.steps[keep]
 
 
 
@@ -129,7 +127,7 @@ class MemoryMixin:
                                "each batch, which the suite's batch sampler reports; run it "
                                "through a strategy recipe, or set memory_size=0")
         self._memory_batch = indices
-        if len(self.memory) == 0 or self.memory.step < self.memory_warmup:
+        if self.memory.step == 0 or self.memory.step < self.memory_warmup:
             return None
         view = self.memory.view(indices)
         return MemoryView(*(v.to(teacher_feats.device) for v in view))
@@ -144,7 +142,7 @@ class MemoryMixin:
         self.memory.reset()
 
     def after_training_exp(self, strategy, **kwargs):
-        if len(self.memory):
+        if self.memory.size and len(self.memory):
             self.memory_log.append(self.staleness(strategy))
         super().after_training_exp(strategy, **kwargs)
 
