@@ -31,22 +31,18 @@ workers leave it out. With no logger active the run's evaluator is exactly the m
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import os
 import secrets
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from avalanche.core import SupervisedPlugin
 
-from .errors import ConfigError
+from .config import to_dict
+from .results import record_name
 
-LOGGERS = ("interactive", "text", "csv", "tensorboard", "wandb")
-# logger -> (module it needs, the optional extra that installs it)
-EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
 # plugin class name -> {attribute: series name}; other plugins with ``last_loss`` are named
 # after their class
 REGULARIZERS = {"FDAPlugin": {"last_loss": "fda"},
@@ -55,37 +51,8 @@ REGULARIZERS = {"FDAPlugin": {"last_loss": "fda"},
                 "L2SPPlugin": {"last_loss": "l2sp"}}
 
 
-def _available(module: str) -> bool:
-    if module in sys.modules:
-        return sys.modules[module] is not None
-    return importlib.util.find_spec(module) is not None
-
-
-def check_loggers(names: list) -> list:
-    """The logger names, checked: known, each once, and their optional extra installed.
-
-    Raises:
-        ConfigError: one line naming ``loggers`` and the fix.
-    """
-    out: list = []
-    for name in names:
-        if name not in LOGGERS:
-            raise ConfigError(f"loggers: {name!r} is not one of: {', '.join(LOGGERS)}")
-        if name in out:
-            raise ConfigError(f"loggers: {name} is listed twice; list each logger once")
-        out.append(name)
-    for name in out:
-        if name in EXTRAS and not _available(EXTRAS[name][0]):
-            raise ConfigError(f"loggers: {name} needs the optional extra; install it with "
-                              f"pip install 'proxyfda-cl[{EXTRAS[name][1]}]' or drop it from loggers")
-    return out
-
-
 def log_dir(cfg) -> Path:
     """The run's log folder: ``OUT/logs/<benchmark>__<strategy>__seed<N>__<id>``."""
-    from .config import to_dict
-    from .results import record_name
-
     return Path(os.path.expanduser(cfg.out)) / "logs" / Path(record_name(to_dict(cfg), cfg.id)).stem
 
 
@@ -226,8 +193,6 @@ def _wandb_logger(cfg, folder: Path, quiet: bool):
     from matplotlib.figure import Figure
     from PIL.Image import Image
     from torch import Tensor
-
-    from .config import to_dict
 
     class WandBLogger(AvalancheWandB):
         """Avalanche's W&B logger, made to work with wandb releases that dropped

@@ -269,9 +269,9 @@ def run_sweep(runs: list[RunConfig], *, engine: str = "local", workers: int = 1,
         if engine == "ray":
             from .ray_engine import run_on_ray
 
-            run_on_ray(submit_args, address=address, cpus_per_run=cpus_per_run,
-                       gpus_per_run=gpus_per_run, started=started, update=update,
-                       num_cpus=max(1, math.ceil(workers * cpus_per_run)))
+            run_on_ray(submit_args, run=run_one, crashed=record_crash, address=address,
+                       cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, started=started,
+                       update=update, num_cpus=max(1, math.ceil(workers * cpus_per_run)))
         else:
             _run_local(submit_args, workers=max(1, workers), threads=threads, started=started,
                        update=update, gpus_per_run=gpus_per_run)

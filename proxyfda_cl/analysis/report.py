@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from .. import __version__
+from ..version import __version__
 from ..errors import ConfigError
 from ..results import read_results
 from .leaderboard import describe, is_number, record_key

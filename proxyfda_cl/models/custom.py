@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
-from . import BACKBONES
+from .registry import BACKBONES
 from .base import ModuleEncoder, wants_random_weights
 from .timm_encoder import _one_line
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
-from . import BACKBONES
+from .registry import BACKBONES
 from .base import Encoder, wants_random_weights
 from .timm_encoder import (_one_line, cached_hf_file, download_progress, hf_cache_dir,
                            hub_reachable, quarter_depths, timm_ldifs_layers)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
-from . import BACKBONES
+from .registry import BACKBONES
 from .base import ModuleEncoder, wants_random_weights
 from .packaged import PACKAGED, install_hint, packaged_weights, to_timm
 

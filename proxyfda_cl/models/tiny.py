@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
-from . import BACKBONES
+from .registry import BACKBONES
 from .base import Encoder, wants_random_weights
 
 WORLD_MEAN = (0.4, 0.4, 0.4)

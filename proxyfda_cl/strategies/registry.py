@@ -15,7 +15,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..config import coerce
+from ..coercion import coerce
 from ..errors import ConfigError
 from ..registry import Registry
 
