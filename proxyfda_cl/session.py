@@ -16,7 +16,6 @@ from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 
 from .analysis.metrics import compute_metrics
-from .benchmarks.sampler import BatchSamplerPlugin
 from .benchmarks.streams import build_stream
 from .config import RunConfig, to_dict
 from .evaluation import Evaluator
@@ -24,7 +23,8 @@ from .loggers import RunLoggers
 from .models import EncoderWithHeads, build_encoder, image_transform
 from .models.base import batchnorm_layers
 from .runtime import resolve_device, rng_state, seed_everything, set_rng_state, versions
-from .strategies import build_strategy, strategy_defaults
+from .sampling import BatchSamplerPlugin
+from .strategies import TeacherPlugin, build_strategy, strategy_defaults
 from .training import (AutocastPlugin, DivergenceGuardPlugin, FrozenBatchNormPlugin,
                        GradClipPlugin, HeadInitPlugin, LRSchedulePlugin, StepTimerPlugin)
 from .version import __version__
@@ -105,7 +105,8 @@ class Session:
                                     classes_per_batch=cfg.train.classes_per_batch,
                                     samples_per_class=cfg.train.samples_per_class,
                                     seed=cfg.seed, num_workers=cfg.train.num_workers,
-                                    pin_memory=device.type == "cuda"),
+                                    pin_memory=device.type == "cuda",
+                                    teachers=[p for p in plugins if isinstance(p, TeacherPlugin)]),
                  LRSchedulePlugin(base_lr=cfg.train.lr, warmup_steps=cfg.train.warmup_steps,
                                   schedule=cfg.train.schedule,
                                   restart_epochs=recipe.extra_epochs),

@@ -55,7 +55,7 @@ def test_bf16_autocast_training_step():
             assert p.grad is None or torch.isfinite(p.grad).all(), (name, n)
         teacher = next((p for p in s.plugins if hasattr(p, "teacher_outputs")), None)
         if teacher is not None and name != "fda+cache":
-            assert teacher._shared._cache[3].dtype == torch.bfloat16, name
+            assert teacher._shared._memo[3].dtype == torch.bfloat16, name
 
 
 def test_bf16_run_with_workers_and_pinned_memory(tmp_path):
@@ -159,8 +159,8 @@ def test_teacher_cache_on_gpu_matches_live_features():
         i = torch.tensor(idx)  # the sampler's indices live on the CPU
         out, _ = teacher.forward((x[i.to(DEV)].clone(),), {}, amp, indices=i, size=20, key=0)
         torch.testing.assert_close(out, teacher.module(x[i.to(DEV)]))
-    assert teacher._store["filled"].device.type == "cpu"
-    assert teacher._store["feats"].device.type == DEV
+    assert teacher.feature_cache.filled.device.type == "cpu"
+    assert teacher.feature_cache.feats.device.type == DEV
 
 
 # --- resume across devices -------------------------------------------------------------

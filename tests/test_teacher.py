@@ -216,13 +216,14 @@ class TeacherSamples(SupervisedPlugin):
 @pytest.mark.parametrize("cache_mb,expected", [(16.0, [12, 12, 0, 0, 0, 0]), (1e-6, [12] * 6),
                                                (0.0, [12] * 6)])
 def test_teacher_features_are_cached_by_dataset_index(cache_mb, expected):
-    from proxyfda_cl.benchmarks.sampler import BatchSamplerPlugin
+    from proxyfda_cl.sampling import BatchSamplerPlugin
 
     runs = {}
     for mb in (0.0, cache_mb):
         plugin = FDAPlugin(k=3, teacher_cache_mb=mb)
         counter = TeacherSamples(plugin)
-        make_strategy([plugin, counter, BatchSamplerPlugin(kind="random", batch_size=12)],
+        sampler = BatchSamplerPlugin(kind="random", batch_size=12, teachers=[plugin])
+        make_strategy([plugin, counter, sampler],
                       epochs=3).train(toy_stream().train_stream)
         runs[mb] = counter.per_step
     assert [n for n, _ in runs[cache_mb]] == expected * 2

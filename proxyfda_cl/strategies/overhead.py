@@ -36,10 +36,10 @@ from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
-from ..benchmarks.sampler import BatchSamplerPlugin
+from ..sampling import BatchSamplerPlugin
 from ..models.base import EncoderWithHeads
 from .registry import build_strategy, strategy_defaults
-from .teacher import frozen_copy
+from .teacher import TeacherPlugin, frozen_copy
 
 CACHE_SUFFIX = "+cache"
 
@@ -101,14 +101,15 @@ class FixedBatchIndices(BatchSamplerPlugin):
     runner's batch sampler reports a real batch's indices, so that the teacher-feature cache
     fills at the first step and serves every later one (the state of epochs 2..E)."""
 
-    def __init__(self) -> None:
-        super().__init__(kind="random")
+    def __init__(self, teachers: list) -> None:
+        super().__init__(kind="random", teachers=teachers)
 
     def before_training_exp(self, strategy, *args, **kwargs) -> None:
         self.current_indices = None  # keep the strategy's own dataloader
 
     def before_training_iteration(self, strategy, *args, **kwargs) -> None:
         self.current_indices = torch.arange(len(strategy.mb_y))
+        self.report_batch(strategy)
 
 
 def _optimizer(name: str, model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -128,7 +129,7 @@ def _build(name: str, encoder: nn.Module, experiences: list, *, params: dict, ba
     recipe = build_strategy(base, params.get(name, params.get(base, {})))
     plugins = list(recipe.plugins)
     if cached:
-        plugins.append(FixedBatchIndices())
+        plugins.append(FixedBatchIndices([p for p in plugins if isinstance(p, TeacherPlugin)]))
     if precision == "bf16":
         plugins.append(AutocastPlugin(device_type=device.type))
     model = EncoderWithHeads(copy.deepcopy(encoder))
@@ -312,8 +313,6 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
 def _has_live_teacher(name: str) -> bool:
     """Whether strategy ``name`` runs the teacher encoder on every batch (FDA, Proxy-FDA,
     LDIFS); L2SP reads only its weights."""
-    from .teacher import TeacherPlugin
-
     return any(isinstance(p, TeacherPlugin) and getattr(p, "_tap", False)
                for p in build_strategy(name, {}).plugins)
 
@@ -374,7 +373,7 @@ def measure_epoch_overhead(encoder_factory: Callable[[], nn.Module], variants: d
         ``{label: {"median_epoch_s", "first_epoch_s", "ratio"}}`` with naive first.
     """
     from ..benchmarks.concept_world import concept_dataset
-    from ..benchmarks.sampler import BatchSamplerPlugin
+    from ..sampling import BatchSamplerPlugin
     from ..models.base import image_transform
 
     variants = {"naive": ("naive", {}), **{k: v for k, v in variants.items() if k != "naive"}}
@@ -391,7 +390,9 @@ def measure_epoch_overhead(encoder_factory: Callable[[], nn.Module], variants: d
             recipe = build_strategy(name, params)
             model = EncoderWithHeads(copy.deepcopy(encoder))
             timer = _EpochTimer()
-            sampler = BatchSamplerPlugin(kind=recipe.sampler, batch_size=batch_size, seed=seed)
+            teachers = [p for p in recipe.plugins if isinstance(p, TeacherPlugin)]
+            sampler = BatchSamplerPlugin(kind=recipe.sampler, batch_size=batch_size, seed=seed,
+                                         teachers=teachers)
             strategy = Naive(model=model,
                              optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
                              criterion=nn.CrossEntropyLoss(), train_mb_size=batch_size,
