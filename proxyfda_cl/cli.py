@@ -230,9 +230,9 @@ def cmd_overhead(a) -> int:
     from .config import BackboneConfig
     from .errors import ConfigError
     from .models import build_encoder
-    from .runner import resolve_device
+    from .runtime import resolve_device
     from .strategies import STRATEGIES, strategy_defaults
-    from .strategies.overhead import measure_step_overhead
+    from .tools.overhead import measure_step_overhead
 
     names = a.strategies or ["naive", "fda", "proxy_fda", "ldifs", "l2sp"]
     if names == ["all"]:
@@ -257,7 +257,7 @@ def cmd_overhead(a) -> int:
     cfg = BackboneConfig(name=a.backbone, weights=a.weights, input_size=a.image_size)
     build_encoder(cfg, progress=not a.json)  # fail fast (and download, pre-train) once
     if a.epochs:
-        from .strategies.overhead import measure_epoch_overhead
+        from .tools.epoch_overhead import measure_epoch_overhead
 
         variants = {}
         for n in names:

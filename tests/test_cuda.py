@@ -31,19 +31,21 @@ def test_bf16_autocast_training_step():
     the encoder runs in bf16, the teacher under the same autocast, heads and weights in fp32,
     and the loss and every gradient are finite."""
     from proxyfda_cl.models.tiny import TinyCNN
-    from proxyfda_cl.strategies.overhead import _build, _step, tensor_benchmark
+    from proxyfda_cl.benchmarks.streams import tensor_benchmark
+    from proxyfda_cl.tools.stepping import prepare_strategy, train_step
 
     x, y = torch.randn(16, 3, 32, 32), torch.arange(16) % 4
     exps = list(tensor_benchmark([(x, y)] * 2).train_stream)
     batch = [x.to(DEV), y.to(DEV), torch.ones_like(y).to(DEV)]
     for name in ("naive", "fda", "proxy_fda", "ldifs", "ewc", "lwf", "fda+cache"):
-        s = _build(name, TinyCNN(), exps, params={"fda": {"k": 4}, "proxy_fda": {"k": 4}},
-                   batch_size=16, device=torch.device(DEV), precision="bf16",
-                   optimizer="adamw", lr=1e-3)
+        s = prepare_strategy(name, TinyCNN(), exps,
+                             params={"fda": {"k": 4}, "proxy_fda": {"k": 4}}, batch_size=16,
+                             device=torch.device(DEV), precision="bf16", optimizer="adamw",
+                             lr=1e-3)
         dtypes = []
         hook = s.model.encoder.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
         for _ in range(2):
-            _step(s, [t.clone() for t in batch])
+            train_step(s, [t.clone() for t in batch])
         hook.remove()
         if name == "lwf":  # Avalanche's LwF runs the student a second time, in its
             dtypes = dtypes[::2]  # before_backward, outside autocast: only check the first

@@ -11,7 +11,7 @@ from torch import nn
 from proxyfda_cl.models.base import Encoder, EncoderWithHeads
 from proxyfda_cl.strategies import FDAPlugin, LDIFSPlugin, Teacher
 from proxyfda_cl.strategies.builtin import EvalModeLwFPlugin
-from proxyfda_cl.strategies.overhead import tensor_benchmark
+from proxyfda_cl.benchmarks.streams import tensor_benchmark
 from proxyfda_cl.strategies.teacher import as_features
 
 
