@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fda import (SigmoidTemperature, _check_common, anchor_bias, as_float, batch_k,
-                  sigmoid_terms, teacher_graph)
+from .common import SigmoidTemperature, as_float, batch_k, check_common
+from .fda import anchor_bias, sigmoid_terms, teacher_graph
 from .registry import StrategyRecipe, register_strategy
 from .teacher import Teacher, TeacherPlugin
 
@@ -232,7 +232,7 @@ class ProxyFDAPlugin(TeacherPlugin):
                  temp_lr: float = 1e-3, seed: Optional[int] = None,
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
                  teacher_cache_mb: float = 0.0) -> None:
-        _check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
+        check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
         for key, value, ok, rule in (("n_pos", n_pos, n_pos >= 1, ">= 1"),
                                      ("n_neg", n_neg, n_neg >= 1, ">= 1"),
                                      ("alpha", alpha, alpha >= 0, ">= 0"),
