@@ -24,7 +24,7 @@ from .models import EncoderWithHeads, build_encoder, image_transform
 from .models.base import batchnorm_layers
 from .runtime import resolve_device, rng_state, seed_everything, set_rng_state, versions
 from .sampling import BatchSamplerPlugin
-from .strategies import TeacherPlugin, build_strategy, strategy_defaults
+from .strategies import TeacherPlugin, build_strategy, hyperparameters, strategy_defaults
 from .training import (AutocastPlugin, DivergenceGuardPlugin, FrozenBatchNormPlugin,
                        GradClipPlugin, HeadInitPlugin, LRSchedulePlugin, StepTimerPlugin)
 from .version import __version__
@@ -182,6 +182,7 @@ class Session:
             "id": cfg.id,
             "status": "complete",
             "config": to_dict(cfg),
+            "hyperparameters": hyperparameters(cfg.strategy.name, cfg.strategy.params),
             "versions": versions(device),
             "stream": list(stream.experiences),
             "probes": list(stream.probes),

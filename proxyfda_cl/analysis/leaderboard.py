@@ -17,6 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import ConfigError
+from ..results import hyperparameters
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def record_key(rec: dict) -> tuple[str, str]:
     """``(benchmark name, strategy label)`` of a record; ``ValueError`` when missing.
 
     The label is the strategy name, followed by its hyper-parameters that differ from the
-    registered defaults (``fda(k=16)``), so runs of different settings are not merged.
+    defaults (``fda(k=16)``, ``strategy_label``), so runs of different settings are not merged.
     """
     cfg = rec.get("config")
     if not isinstance(cfg, dict):
@@ -51,24 +52,21 @@ def record_key(rec: dict) -> tuple[str, str]:
         if not isinstance(v, str) or not v:
             raise ValueError(f"config.{field}.name missing or not a string")
         names.append(v)
-    label = strategy_label(cfg["strategy"]) if isinstance(cfg["strategy"], dict) else names[1]
+    label = strategy_label(rec) if isinstance(cfg["strategy"], dict) else names[1]
     backbone = cfg.get("backbone")
     if isinstance(backbone, dict) and backbone.get("weights") == "random":
         label += " [random init]"
     return names[0], label
 
 
-def strategy_label(strategy: dict) -> str:
-    """``name`` or ``name(key=value, ...)`` for the hyper-parameters not at their default."""
-    from ..strategies import STRATEGIES, strategy_defaults
-
-    name = strategy.get("name")
-    defaults = strategy_defaults(name) if name in STRATEGIES else {}
-    changed = {k: v for k, v in strategy.items()
-               if k != "name" and (k not in defaults or defaults[k] != v)}
-    if not changed:
-        return name
-    return f"{name}(" + ", ".join(f"{k}={changed[k]}" for k in sorted(changed)) + ")"
+def strategy_label(rec: dict) -> str:
+    """``name`` or ``name(key=value, ...)`` for the hyper-parameters the record marks as not at
+    their default (``results.hyperparameters``)."""
+    hp = hyperparameters(rec)
+    if not hp["non_default"]:
+        return hp["strategy"]
+    return (f"{hp['strategy']}("
+            + ", ".join(f"{k}={hp['values'].get(k)}" for k in sorted(hp["non_default"])) + ")")
 
 
 def describe(rec: Any) -> str:

@@ -68,6 +68,16 @@ def resolve_params(name: str, params: dict) -> dict:
             for key, default in defaults.items()}
 
 
+def hyperparameters(name: str, params: dict) -> dict:
+    """What a run record keeps of strategy ``name``'s hyper-parameters, so that analysis reads
+    them without the registry: ``{"strategy": name, "values": every hyper-parameter resolved,
+    "non_default": sorted names of those that differ from the defaults}``."""
+    defaults = strategy_defaults(name)
+    values = resolve_params(name, params)
+    return {"strategy": name, "values": values,
+            "non_default": sorted(k for k, v in values.items() if v != defaults[k])}
+
+
 def build_strategy(name: str, params: dict) -> StrategyRecipe:
     """Validate ``params`` against strategy ``name`` and build its recipe.
 
