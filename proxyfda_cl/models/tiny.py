@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
+from ..world import ATTRIBUTES, generate
 from .registry import BACKBONES
 from .base import Encoder, wants_random_weights
 
@@ -80,8 +81,6 @@ PRESETS = {"": PretrainConfig(), "quick": PretrainConfig(n_images=3000, epochs=3
 def pretrain(cfg: PretrainConfig, *, progress: bool = False) -> TinyCNN:
     """Train a ``TinyCNN`` on all concept-world attributes; returns it in eval mode."""
     from tqdm.auto import tqdm
-
-    from ..benchmarks.concept_world import ATTRIBUTES, generate
 
     torch.manual_seed(cfg.seed)
     images, labels = generate(cfg.n_images, seed=10_000 + cfg.seed, size=cfg.image_size)
