@@ -72,7 +72,7 @@ def preflight(cfg: RunConfig) -> None:
     BACKBONES.get(family)
     if family == "timm" and not cfg.backbone.weights:
         from .models.packaged import PACKAGED, install_hint, packaged_file
-        from .models.timm_encoder import hub_reachable
+        from .models.hub import hub_reachable
 
         arch = spec.split(".")[0]
         if arch in PACKAGED and packaged_file(arch) is None and not hub_reachable():

@@ -205,7 +205,7 @@ def test_empty_and_missing_timing():
 
 
 def test_runs_with_other_hyper_parameters_get_their_own_row():
-    from proxyfda_cl.analysis.leaderboard import record_key
+    from proxyfda_cl.analysis.records import record_key
 
     rec = make_record(strat="fda")
     rec["hyperparameters"] = {"strategy": "fda", "values": {"k": 16, "tau": 0.3, "lam": 3.0},
@@ -226,7 +226,7 @@ OLD = Path(__file__).parent / "data" / "records-0.1.0"  # written before ``hyper
 
 def test_records_written_before_hyperparameters_still_load(capsys):
     from proxyfda_cl import cli
-    from proxyfda_cl.analysis.leaderboard import record_key
+    from proxyfda_cl.analysis.records import record_key
     from proxyfda_cl.strategies import hyperparameters
 
     old, problems = read_results(OLD)

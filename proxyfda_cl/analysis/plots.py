@@ -17,7 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from ..errors import DataError
 from .correlation import correlate, forgetting_points
-from .leaderboard import describe, group_records, is_number, mean_std, report
+from .leaderboard import mean_std
+from .records import describe, group_records, is_number, report
 
 
 def _num(v: Any) -> Optional[float]:

@@ -22,8 +22,8 @@ from torch import nn
 
 from ..errors import ConfigError, WeightsError
 from ..world import ATTRIBUTES, generate
-from .registry import BACKBONES
 from .base import Encoder, wants_random_weights
+from .registry import BACKBONES
 
 WORLD_MEAN = (0.4, 0.4, 0.4)
 WORLD_STD = (0.25, 0.25, 0.25)
