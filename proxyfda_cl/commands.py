@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Optional
 
-from .errors import ProxyFDAError
+from .errors import ConfigError, ProxyFDAError
 
 
 def cmd_run(a) -> int:
@@ -170,8 +170,6 @@ def cmd_leaderboard(a) -> int:
 
 
 def _write_text(path: str, text: str) -> None:
-    from .errors import ConfigError
-
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
@@ -193,7 +191,6 @@ def cmd_plot(a) -> int:
     try:
         data = fn(records, out)
     except OSError as e:
-        from .errors import ConfigError
         raise ConfigError(f"--out {out}: cannot write ({e.strerror}); choose a writable folder") from None
     for f in data.get("files", []):
         print(f"plot: {f}")
@@ -216,7 +213,6 @@ def cmd_overhead(a) -> int:
     import json
 
     from .config import BackboneConfig
-    from .errors import ConfigError
     from .models import build_encoder
     from .runtime import resolve_device
     from .strategies import STRATEGIES, strategy_defaults

@@ -185,7 +185,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     The strategy's hyper-parameters are completed with their defaults, so that a config
     spelling a default out and one leaving it implicit have the same ``id``.
     """
-    from .strategies.registry import resolve_params
+    from .strategies.registry import resolve_params  # here: reading a config needs no torch
 
     cfg.strategy.params = resolve_params(cfg.strategy.name, cfg.strategy.params)
     for where, allowed in CHOICES.items():

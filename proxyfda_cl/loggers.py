@@ -38,6 +38,7 @@ from typing import Any, Optional
 
 from avalanche.core import SupervisedPlugin
 
+from .analysis.metrics import compute_metrics
 from .config import to_dict
 from .log_writers import csv_logger, wandb_logger
 from .results import record_name
@@ -80,8 +81,6 @@ def experience_values(t: int, R: list, P: list, columns: list, tasks: list,
         columns: ``P_columns``; tasks: ``R_columns`` (the stream).
         distances: the record's distance entries (all experiences so far).
     """
-    from .analysis.metrics import compute_metrics
-
     n = len(tasks)
     pad_r = list(R) + [[None] * n for _ in range(n - len(R))]
     pad_p = list(P) + [[None] * len(columns) for _ in range(n + 1 - len(P))]

@@ -14,11 +14,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from .benchmarks import DATASETS, resolve, split_name
+from .benchmarks.streams import parse_subset
 from .config import RunConfig, to_dict
 from .errors import ConfigError, ProxyFDAError, WeightsError
+from .models import BACKBONES, packaged
+from .models.hub import hub_reachable
 from .results import is_complete, read_record, record_name, write_json_atomic
 from .runtime import resolve_device
 from .session import Session, checkpoint_dir
+from .strategies import build_strategy
 
 log = logging.getLogger("proxyfda_cl")
 
@@ -50,11 +55,6 @@ def check_writable(folder: Path) -> None:
 
 def preflight(cfg: RunConfig) -> None:
     """Check every name and strategy parameter before anything runs or is written."""
-    from .benchmarks import DATASETS, resolve, split_name
-    from .benchmarks.streams import parse_subset
-    from .models import BACKBONES
-    from .strategies import build_strategy
-
     recipe = build_strategy(cfg.strategy.name, cfg.strategy.params)
     resolve_device(cfg.device)
     k = cfg.strategy.params.get("k")
@@ -71,13 +71,11 @@ def preflight(cfg: RunConfig) -> None:
     family, _, spec = cfg.backbone.name.partition(":")
     BACKBONES.get(family)
     if family == "timm" and not cfg.backbone.weights:
-        from .models.packaged import PACKAGED, install_hint, packaged_file
-        from .models.hub import hub_reachable
-
         arch = spec.split(".")[0]
-        if arch in PACKAGED and packaged_file(arch) is None and not hub_reachable():
+        if (arch in packaged.PACKAGED and packaged.packaged_file(arch) is None
+                and not hub_reachable()):
             raise WeightsError(f"backbone {cfg.backbone.name}: weights not found offline"
-                               f"{install_hint(arch)}")
+                               f"{packaged.install_hint(arch)}")
     experiences, probes = resolve(cfg.benchmark)
     names = experiences + probes
     dup = sorted({n for n in names if names.count(n) > 1})
