@@ -231,6 +231,25 @@ def test_teacher_features_are_cached_by_dataset_index(cache_mb, expected):
         torch.testing.assert_close(cached, live)
 
 
+def test_the_sampler_hands_each_step_its_dataset_indices():
+    from proxyfda_cl.sampling import BatchSamplerPlugin, current_batch_indices
+
+    plugin = FDAPlugin(k=3)
+    pairs = []
+
+    class Reads(SupervisedPlugin):
+        def before_backward(self, strategy, **kwargs):
+            pairs.append((plugin.batch_indices, current_batch_indices(strategy)))
+
+    sampler = BatchSamplerPlugin(kind="random", batch_size=12, teachers=[plugin])
+    make_strategy([plugin, Reads(), sampler], epochs=1).train(toy_stream().train_stream)
+    assert pairs and all(mine is theirs and mine is not None for mine, theirs in pairs)
+    assert plugin.batch_indices is None  # cleared after each step
+    alone = FDAPlugin(k=3)  # no sampler: no indices, the teacher runs on every batch
+    make_strategy([alone], epochs=1).train(toy_stream().train_stream)
+    assert alone.batch_indices is None
+
+
 def test_teacher_cache_runs_only_the_unseen_samples():
     teacher = Teacher(cache_mb=1.0)
     teacher.module = nn.Linear(4, 3).eval().requires_grad_(False)

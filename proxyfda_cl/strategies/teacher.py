@@ -232,15 +232,16 @@ class TeacherPlugin(SupervisedPlugin):
         self._amp = None
 
     def set_batch(self, indices: Optional[torch.Tensor], size: int, key) -> None:
-        """The dataset indices of the minibatch about to be trained on (from the batch
-        sampler, at ``before_training_iteration``), for the teacher's feature cache.
-
-        Args:
-            indices: a LongTensor aligned with the minibatch, or None.
-            size: the size of the dataset they index into.
-            key: identifies that dataset (the experience).
-        """
+        """Called by the batch sampler before each training step: the minibatch's dataset
+        ``indices`` (a LongTensor aligned with it, or None), the ``size`` of the dataset they
+        index and a ``key`` naming that dataset (the experience), for the feature cache."""
         self._batch = {"indices": indices, "size": size, "key": key}
+
+    @property
+    def batch_indices(self) -> Optional[torch.Tensor]:
+        """Dataset indices of the minibatch being trained on, as the batch sampler handed
+        them (``set_batch``); None outside a training iteration or without a sampler."""
+        return self._batch.get("indices")
 
     def warn_once(self, message: str) -> None:
         """Warn with ``message`` once per experience."""
