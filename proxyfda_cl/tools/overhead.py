@@ -119,8 +119,9 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
         torch.manual_seed(seed)
         if name == "teacher_forward":
             return _teacher_step(encoder, dev, precision)
-        strategy = prepare_strategy(name, encoder, experiences, params=params, batch_size=batch_size,
-                          device=dev, precision=precision, optimizer=optimizer, lr=lr)
+        strategy = prepare_strategy(name, encoder, experiences, params=params,
+                                    batch_size=batch_size, device=dev, precision=precision,
+                                    optimizer=optimizer, lr=lr)
         return lambda b: train_step(strategy, b), strategy
 
     def fresh() -> list:
