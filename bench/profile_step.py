@@ -30,22 +30,23 @@ SYNC_OPS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::item", "aten::i
 
 def profile_strategy(name: str, encoder, *, batch_size: int, image_size: int, precision: str,
                      device: torch.device, warmup: int, top: int) -> dict:
-    from proxyfda_cl.strategies.overhead import _build, _step, tensor_benchmark
+    from proxyfda_cl.benchmarks.streams import tensor_benchmark
+    from proxyfda_cl.tools.stepping import prepare_strategy, train_step
 
     torch.manual_seed(0)
     x = torch.randn(batch_size, 3, image_size, image_size)
     y = torch.arange(batch_size) % 10
     exps = list(tensor_benchmark([(x, y)] * 2).train_stream)
-    strategy = _build(name, encoder, exps, params={}, batch_size=batch_size, device=device,
-                      precision=precision, optimizer="sgd", lr=1e-3)
+    strategy = prepare_strategy(name, encoder, exps, params={}, batch_size=batch_size,
+                                device=device, precision=precision, optimizer="sgd", lr=1e-3)
     batch = [x.to(device), y.to(device), torch.ones_like(y).to(device)]
     for _ in range(warmup):
-        _step(strategy, [t.clone() for t in batch])
+        train_step(strategy, [t.clone() for t in batch])
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     fresh = [t.clone() for t in batch]
     with profile(activities=acts, record_shapes=False) as prof:
         with record_function("train_step"):
-            _step(strategy, fresh)
+            train_step(strategy, fresh)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     events = prof.key_averages()

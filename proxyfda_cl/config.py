@@ -8,16 +8,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib.util
 import json
-import math
-import re
 import os
+import re
+import sys
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import yaml
 
+from .coercion import coerce, parse_scalar
 from .errors import ConfigError
 
 
@@ -148,6 +150,10 @@ POSITIVE = {"train.epochs", "train.lr", "train.batch_size", "train.classes_per_b
 NON_NEGATIVE = {"seed", "train.momentum", "train.weight_decay", "train.warmup_steps",
                 "train.num_workers"}
 
+LOGGERS = ("interactive", "text", "csv", "tensorboard", "wandb")
+# logger -> (module it needs, the optional extra that installs it)
+EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
+
 
 def to_dict(cfg: Any) -> dict:
     """A plain, JSON-ready dict of a config; strategy params sit beside the name."""
@@ -156,67 +162,6 @@ def to_dict(cfg: Any) -> dict:
         s = d.pop("strategy")
         d["strategy"] = {"name": s["name"], **s["params"]}
     return d
-
-
-def parse_scalar(text: str) -> Any:
-    """Turn a ``--set`` value into bool, None, int, float, a YAML list/dict, or keep the string."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("null", "none", "~"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text.strip()[:1] in "[{":
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            pass
-    return text
-
-
-def coerce(value: Any, tp: Any, where: str) -> Any:
-    """``value`` as type ``tp`` (bool, int, float, str, list, dict, Optional[...]); a one-line
-    ``ConfigError`` naming ``where`` otherwise. Numbers written as text (``1e-3``, which YAML
-    reads as a string) are accepted for int and float fields."""
-    origin = typing.get_origin(tp)
-    if tp in (int, float) and isinstance(value, str):
-        value = parse_scalar(value)
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return coerce(value, args[0], where)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if tp is list or origin is list:
-        if isinstance(value, (str, int, float)):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return list(value)
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    return value
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -251,7 +196,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     The strategy's hyper-parameters are completed with their defaults, so that a config
     spelling a default out and one leaving it implicit have the same ``id``.
     """
-    from .strategies.registry import resolve_params
+    from .strategies.registry import resolve_params  # here: reading a config needs no torch
 
     cfg.strategy.params = resolve_params(cfg.strategy.name, cfg.strategy.params)
     for where, allowed in CHOICES.items():
@@ -274,12 +219,36 @@ def validate(cfg: RunConfig) -> RunConfig:
     cfg.eval.probe_grid = [coerce(v, float, "eval.probe_grid") for v in cfg.eval.probe_grid]
     if not cfg.eval.probe_grid or min(cfg.eval.probe_grid) <= 0:
         raise ConfigError(f"eval.probe_grid: give positive penalties, got {cfg.eval.probe_grid!r}")
-    from .loggers import check_loggers
-
     cfg.loggers = check_loggers(cfg.loggers)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):
         raise ConfigError(f"device: {cfg.device!r} is not auto, cpu, cuda[:N] or mps")
     return cfg
+
+
+def _available(module: str) -> bool:
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def check_loggers(names: list) -> list:
+    """The logger names, checked: known, each once, and their optional extra installed.
+
+    Raises:
+        ConfigError: one line naming ``loggers`` and the fix.
+    """
+    out: list = []
+    for name in names:
+        if name not in LOGGERS:
+            raise ConfigError(f"loggers: {name!r} is not one of: {', '.join(LOGGERS)}")
+        if name in out:
+            raise ConfigError(f"loggers: {name} is listed twice; list each logger once")
+        out.append(name)
+    for name in out:
+        if name in EXTRAS and not _available(EXTRAS[name][0]):
+            raise ConfigError(f"loggers: {name} needs the optional extra; install it with "
+                              f"pip install 'proxyfda-cl[{EXTRAS[name][1]}]' or drop it from loggers")
+    return out
 
 
 def _get(cfg: Any, dotted: str) -> Any:

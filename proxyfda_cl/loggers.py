@@ -30,23 +30,19 @@ workers leave it out. With no logger active the run's evaluator is exactly the m
 """
 from __future__ import annotations
 
-import csv
-import importlib.util
 import math
 import os
-import secrets
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from avalanche.core import SupervisedPlugin
 
-from .errors import ConfigError
+from .analysis.metrics import compute_metrics
+from .config import to_dict
+from .log_writers import csv_logger, wandb_logger
+from .results import record_name
 
-LOGGERS = ("interactive", "text", "csv", "tensorboard", "wandb")
-# logger -> (module it needs, the optional extra that installs it)
-EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
 # plugin class name -> {attribute: series name}; other plugins with ``last_loss`` are named
 # after their class
 REGULARIZERS = {"FDAPlugin": {"last_loss": "fda"},
@@ -55,37 +51,8 @@ REGULARIZERS = {"FDAPlugin": {"last_loss": "fda"},
                 "L2SPPlugin": {"last_loss": "l2sp"}}
 
 
-def _available(module: str) -> bool:
-    if module in sys.modules:
-        return sys.modules[module] is not None
-    return importlib.util.find_spec(module) is not None
-
-
-def check_loggers(names: list) -> list:
-    """The logger names, checked: known, each once, and their optional extra installed.
-
-    Raises:
-        ConfigError: one line naming ``loggers`` and the fix.
-    """
-    out: list = []
-    for name in names:
-        if name not in LOGGERS:
-            raise ConfigError(f"loggers: {name!r} is not one of: {', '.join(LOGGERS)}")
-        if name in out:
-            raise ConfigError(f"loggers: {name} is listed twice; list each logger once")
-        out.append(name)
-    for name in out:
-        if name in EXTRAS and not _available(EXTRAS[name][0]):
-            raise ConfigError(f"loggers: {name} needs the optional extra; install it with "
-                              f"pip install 'proxyfda-cl[{EXTRAS[name][1]}]' or drop it from loggers")
-    return out
-
-
 def log_dir(cfg) -> Path:
     """The run's log folder: ``OUT/logs/<benchmark>__<strategy>__seed<N>__<id>``."""
-    from .config import to_dict
-    from .results import record_name
-
     return Path(os.path.expanduser(cfg.out)) / "logs" / Path(record_name(to_dict(cfg), cfg.id)).stem
 
 
@@ -114,8 +81,6 @@ def experience_values(t: int, R: list, P: list, columns: list, tasks: list,
         columns: ``P_columns``; tasks: ``R_columns`` (the stream).
         distances: the record's distance entries (all experiences so far).
     """
-    from .analysis.metrics import compute_metrics
-
     n = len(tasks)
     pad_r = list(R) + [[None] * n for _ in range(n - len(R))]
     pad_p = list(P) + [[None] * len(columns) for _ in range(n + 1 - len(P))]
@@ -184,88 +149,6 @@ def _step_metric(probe: TaskLossProbe):
     return StepLosses()
 
 
-def _csv_logger(folder: Path, resumed: bool):
-    from avalanche.logging import CSVLogger as AvalancheCSV
-
-    class CSVLogger(AvalancheCSV):
-        """Avalanche's CSV files, kept on resume, plus ``metrics.csv`` (name, step, value)."""
-
-        def __init__(self) -> None:
-            files = ("training_results.csv", "eval_results.csv")
-            old = {f: (folder / f).read_text() for f in files if resumed and (folder / f).exists()}
-            super().__init__(log_folder=str(folder))
-            if old:  # Avalanche truncates its files: put the earlier lines back and append
-                self.training_file.close()
-                self.eval_file.close()
-                for f, text in old.items():
-                    (folder / f).write_text(text)
-                self.training_file = open(folder / files[0], "a")
-                self.eval_file = open(folder / files[1], "a")
-            path = folder / "metrics.csv"
-            append = resumed and path.exists()
-            self.metrics_file = open(path, "a" if append else "w", newline="")
-            self.metrics_csv = csv.writer(self.metrics_file)
-            if not append:
-                self.metrics_csv.writerow(["name", "step", "value"])
-
-        def log_single_metric(self, name, value, x_plot):
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.metrics_csv.writerow([name, x_plot, repr(float(value))])
-
-        def close(self):
-            super().close()
-            self.metrics_file.close()
-
-    return CSVLogger()
-
-
-def _wandb_logger(cfg, folder: Path, quiet: bool):
-    import numpy as np
-    from avalanche.evaluation.metric_results import AlternativeValues, TensorImage
-    from avalanche.logging import WandBLogger as AvalancheWandB
-    from matplotlib.figure import Figure
-    from PIL.Image import Image
-    from torch import Tensor
-
-    from .config import to_dict
-
-    class WandBLogger(AvalancheWandB):
-        """Avalanche's W&B logger, made to work with wandb releases that dropped
-        ``wandb.viz``, which Avalanche 0.6.0 names for every value it logs."""
-
-        def log_single_metric(self, name, value, x_plot):
-            if hasattr(self.wandb, "viz"):
-                return super().log_single_metric(name, value, x_plot)
-            self.step = x_plot
-            if name.startswith("WeightCheckpoint"):
-                if self.log_artifacts:
-                    self._log_checkpoint(name, value, x_plot)
-                return
-            if isinstance(value, AlternativeValues):
-                value = value.best_supported_value(Image, Tensor, TensorImage, Figure, float, int)
-            if isinstance(value, Image):
-                value = self.wandb.Image(value)
-            elif isinstance(value, TensorImage):
-                value = self.wandb.Image(np.array(value))
-            elif isinstance(value, Tensor):
-                value = self.wandb.Histogram(np_histogram=np.histogram(value.view(-1).numpy()))
-            elif not isinstance(value, (float, int, Figure)):
-                return
-            self.wandb.log({name: value}, step=self.step)
-
-    # an id of our own: Avalanche 0.6.0 calls wandb.util.generate_id, gone from recent wandb
-    params: dict = {"group": cfg.benchmark.name, "job_type": cfg.strategy.name,
-                    "id": f"{cfg.id}-{secrets.token_hex(4)}"}
-    if "WANDB_MODE" not in os.environ:
-        params["mode"] = "offline"
-    if quiet:  # a sweep worker: no banners between the sweep's progress lines
-        params["settings"] = {"silent": True}
-    folder.mkdir(parents=True, exist_ok=True)
-    return WandBLogger(project_name=os.environ.get("WANDB_PROJECT", "proxyfda-cl"),
-                       run_name=folder.name, dir=str(folder), config=to_dict(cfg),
-                       save_code=False, params=params)
-
-
 class RunLoggers:
     """The loggers of one run, the metrics they need and the run's per-experience values.
 
@@ -299,10 +182,10 @@ class RunLoggers:
             self._files.append(f)
             return TextLogger(file=f)
         if name == "csv":
-            return _csv_logger(self.folder, resumed)
+            return csv_logger(self.folder, resumed)
         if name == "tensorboard":
             return TensorboardLogger(tb_log_dir=self.folder)
-        return _wandb_logger(cfg, self.folder, quiet=not self.interactive)
+        return wandb_logger(cfg, self.folder, quiet=not self.interactive)
 
     @property
     def plugins(self) -> list:

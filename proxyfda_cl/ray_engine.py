@@ -11,10 +11,11 @@ from typing import Callable, Optional
 from .errors import ConfigError
 
 
-def run_on_ray(args: list, *, address: Optional[str], cpus_per_run: float, gpus_per_run: float,
+def run_on_ray(args: list, *, run: Callable[..., dict], crashed: Callable[[dict, str], dict],
+               address: Optional[str], cpus_per_run: float, gpus_per_run: float,
                started: Callable[[], None], update: Callable[[dict], None],
                num_cpus: Optional[int] = None) -> None:
-    """Submit every ``(cfg_dict, keep_checkpoints, overwrite, threads)`` as a Ray task and wait.
+    """Submit ``run(*a)`` for every tuple ``a`` of ``args`` as a Ray task and wait.
 
     With no ``address`` a local Ray instance of ``num_cpus`` CPUs (default: the machine's)
     starts and is shut down at the end; ``auto`` joins the cluster this machine belongs to;
@@ -22,7 +23,11 @@ def run_on_ray(args: list, *, address: Optional[str], cpus_per_run: float, gpus_
     process, that instance is used as is.
 
     Args:
-        args: one tuple of ``run_one`` arguments per run.
+        args: one tuple of ``run`` arguments per run, its first the run's config dict.
+        run: what a task executes (the sweep's ``run_one``; it returns a result dict and
+            never raises).
+        crashed: ``crashed(cfg_dict, error)``, the result of a task whose worker died (the
+            sweep's ``record_crash``).
         address: the cluster to join, or None for a local instance.
         cpus_per_run, gpus_per_run: resources of each task.
         started: called once per submitted run.
@@ -34,8 +39,6 @@ def run_on_ray(args: list, *, address: Optional[str], cpus_per_run: float, gpus_
     except ImportError:
         raise ConfigError('--engine ray: Ray is not installed; '
                           'pip install "proxyfda-cl[ray]"') from None
-    from .sweep import record_crash, run_one
-
     if not args:
         return
     started_here = not ray.is_initialized()
@@ -48,7 +51,7 @@ def run_on_ray(args: list, *, address: Optional[str], cpus_per_run: float, gpus_
             raise ConfigError(f"--address {address}: cannot connect to Ray ({e}); "
                               "check the address and that the cluster is up") from None
     try:
-        task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(run_one)
+        task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(run)
         pending = {}
         for a in args:
             pending[task.remote(*a)] = a
@@ -61,7 +64,7 @@ def run_on_ray(args: list, *, address: Optional[str], cpus_per_run: float, gpus_
                     res = ray.get(ref)
                 except Exception as e:  # the worker died or the task was cancelled
                     first = str(e).splitlines()[0] if str(e) else "the Ray task failed"
-                    res = record_crash(a[0], f"{e.__class__.__name__}: {first}")
+                    res = crashed(a[0], f"{e.__class__.__name__}: {first}")
                 update(res)
     finally:
         if started_here:

@@ -5,6 +5,9 @@ Schema (all accuracies and differences are fractions in [0, 1]; ``null`` where u
     id           stable hash of the complete config (``RunConfig.id``)
     status       "complete" | "failed"; failed records carry ``error`` (one line)
     config       the complete config (``config.to_dict``); strategy params beside its name
+    hyperparameters  {strategy, values, non_default}: the strategy's complete resolved
+                 hyper-parameters and the names of those that differ from its defaults
+                 (``hyperparameters`` reads it, or derives it for older records)
     versions     {"proxyfda_cl", "torch", "avalanche", "python", "device"}
     stream       dataset names of the experiences, in order (T of them)
     probes       held-out dataset names, never trained on
@@ -30,12 +33,60 @@ from .errors import DataError
 
 REQUIRED_COMPLETE = ("id", "status", "config", "matrices", "metrics")
 
+#: The strategies' default hyper-parameters when records did not yet carry
+#: ``hyperparameters`` (proxyfda-cl 0.1.0, plus the memory options at 0): what an older
+#: record's values are compared with.
+LEGACY_DEFAULTS = {
+    "naive": {},
+    "ewc": {"ewc_lambda": 100.0, "mode": "separate"},
+    "lwf": {"alpha": 1.0, "temperature": 2.0},
+    "lp_ft": {"lp_epochs": 1},
+    "l2sp": {"alpha": 0.5, "teacher": "previous"},
+    "ldifs": {"alpha": 10.0, "teacher": "previous"},
+    "fda": {"lam": 3.0, "k": 8, "tau": 0.02, "bias": 0.0, "neg_weight": "constant",
+            "boundary": "teacher", "learnable_temperature": False, "temp_lr": 0.001,
+            "teacher": "previous", "teacher_cache_mb": 256.0, "memory_size": 0,
+            "memory_warmup": 0},
+    "proxy_fda": {"lam": 3.0, "k": 8, "tau": 0.02, "bias": 0.0, "n_pos": 4, "n_neg": 4,
+                  "alpha": 1.0, "gen_lr": 0.001, "gamma_scale": 1.0, "neg_weight": "constant",
+                  "boundary": "teacher", "learnable_temperature": False, "temp_lr": 0.001,
+                  "teacher": "previous", "teacher_cache_mb": 256.0, "memory_size": 0,
+                  "memory_warmup": 0},
+}
+
 
 def record_name(cfg_dict: dict, run_id: str) -> str:
     """File name of a run's record: benchmark, strategy, seed and id."""
     bench = str(cfg_dict["benchmark"]["name"]).replace("/", "_").replace(":", "_")
     strat = cfg_dict["strategy"]["name"]
     return f"{bench}__{strat}__seed{cfg_dict['seed']}__{run_id}.json"
+
+
+def hyperparameters(rec: dict) -> dict:
+    """The record's strategy hyper-parameters: ``{"strategy", "values", "non_default"}``.
+
+    A record carries them (``hyperparameters``); for one written before, they come from
+    ``config.strategy`` (complete, after defaults), and a value counts as non-default when it
+    differs from ``LEGACY_DEFAULTS`` or is not listed there.
+
+    Raises:
+        ValueError: ``config.strategy`` is missing or has no name.
+    """
+    hp = rec.get("hyperparameters")
+    if (isinstance(hp, dict) and isinstance(hp.get("values"), dict)
+            and isinstance(hp.get("non_default"), list)):
+        return hp
+    cfg = rec.get("config")
+    strategy = cfg.get("strategy") if isinstance(cfg, dict) else None
+    strategy = {"name": strategy} if isinstance(strategy, str) else strategy
+    if not isinstance(strategy, dict) or not isinstance(strategy.get("name"), str):
+        raise ValueError("config.strategy.name missing or not a string")
+    name = strategy["name"]
+    values = {k: v for k, v in strategy.items() if k != "name"}
+    defaults = LEGACY_DEFAULTS.get(name, {})
+    return {"strategy": name, "values": values,
+            "non_default": sorted(k for k, v in values.items()
+                                  if k not in defaults or defaults[k] != v)}
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:

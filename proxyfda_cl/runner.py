@@ -9,65 +9,28 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
-import random
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
-import torch
-
-from . import __version__
+from .benchmarks import DATASETS, resolve, split_name
+from .benchmarks.streams import parse_subset
 from .config import RunConfig, to_dict
 from .errors import ConfigError, ProxyFDAError, WeightsError
+from .models import BACKBONES, packaged
+from .models.hub import hub_reachable
 from .results import is_complete, read_record, record_name, write_json_atomic
+from .runtime import resolve_device
+from .session import Session, checkpoint_dir
+from .strategies import build_strategy
 
 log = logging.getLogger("proxyfda_cl")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} asked for but CUDA is not available; use auto or cpu")
-    return dev
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def record_path(cfg: RunConfig) -> Path:
     """Where the record of ``cfg`` is written: ``OUT/records/<bench>__<strategy>__seed<N>__<id>.json``."""
     return Path(os.path.expanduser(cfg.out)) / "records" / record_name(to_dict(cfg), cfg.id)
-
-
-def checkpoint_dir(cfg: RunConfig) -> Path:
-    """Per-run checkpoint folder: ``OUT/checkpoints/<id>``."""
-    return Path(os.path.expanduser(cfg.out)) / "checkpoints" / cfg.id
 
 
 def remove_checkpoint(cfg: RunConfig) -> None:
@@ -90,23 +53,8 @@ def check_writable(folder: Path) -> None:
         raise ConfigError(f"out: cannot write to {folder} ({e.strerror}); choose a writable folder") from None
 
 
-def versions(device: torch.device) -> dict:
-    """Versions of the package, its main dependencies and the device used."""
-    import avalanche
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"proxyfda_cl": __version__, "torch": torch.__version__,
-            "avalanche": avalanche.__version__, "python": platform.python_version(),
-            "device": f"{device.type}: {name}"}
-
-
 def preflight(cfg: RunConfig) -> None:
     """Check every name and strategy parameter before anything runs or is written."""
-    from .benchmarks import DATASETS, resolve, split_name
-    from .benchmarks.streams import parse_subset
-    from .models import BACKBONES
-    from .strategies import build_strategy
-
     recipe = build_strategy(cfg.strategy.name, cfg.strategy.params)
     resolve_device(cfg.device)
     k = cfg.strategy.params.get("k")
@@ -123,13 +71,11 @@ def preflight(cfg: RunConfig) -> None:
     family, _, spec = cfg.backbone.name.partition(":")
     BACKBONES.get(family)
     if family == "timm" and not cfg.backbone.weights:
-        from .models.packaged import PACKAGED, install_hint, packaged_file
-        from .models.timm_encoder import hub_reachable
-
         arch = spec.split(".")[0]
-        if arch in PACKAGED and packaged_file(arch) is None and not hub_reachable():
+        if (arch in packaged.PACKAGED and packaged.packaged_file(arch) is None
+                and not hub_reachable()):
             raise WeightsError(f"backbone {cfg.backbone.name}: weights not found offline"
-                               f"{install_hint(arch)}")
+                               f"{packaged.install_hint(arch)}")
     experiences, probes = resolve(cfg.benchmark)
     names = experiences + probes
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -172,8 +118,6 @@ def run(cfg: RunConfig, *, overwrite: bool = False, keep_checkpoints: bool = Fal
     if overwrite:
         remove_checkpoint(cfg)  # redo from scratch, not from a kept checkpoint
     try:
-        from .session import Session
-
         record = Session(cfg, progress=progress, say=say).run()
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):

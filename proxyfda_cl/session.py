@@ -4,34 +4,40 @@
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 import torch
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 
-from . import __version__
 from .analysis.metrics import compute_metrics
-from .benchmarks.sampler import BatchSamplerPlugin
 from .benchmarks.streams import build_stream
 from .config import RunConfig, to_dict
 from .evaluation import Evaluator
 from .loggers import RunLoggers
 from .models import EncoderWithHeads, build_encoder, image_transform
 from .models.base import batchnorm_layers
-from .runner import (_rng_state, _set_rng_state, checkpoint_dir, resolve_device, seed_everything,
-                     versions)
-from .strategies import build_strategy, strategy_defaults
+from .runtime import resolve_device, rng_state, seed_everything, set_rng_state, versions
+from .sampling import BatchSamplerPlugin
+from .strategies import TeacherPlugin, build_strategy, hyperparameters, strategy_defaults
 from .training import (AutocastPlugin, DivergenceGuardPlugin, FrozenBatchNormPlugin,
                        GradClipPlugin, HeadInitPlugin, LRSchedulePlugin, StepTimerPlugin)
+from .version import __version__
 
 #: A task accuracy at most ``chance + COLLAPSE_MARGIN * (1 - chance)`` after its experience
 #: marks the run as collapsed (for 10 classes: at most 19%).
 COLLAPSE_MARGIN = 0.1
 _EXP_KEY = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
+
+
+def checkpoint_dir(cfg: RunConfig) -> Path:
+    """Per-run checkpoint folder: ``OUT/checkpoints/<id>``."""
+    return Path(os.path.expanduser(cfg.out)) / "checkpoints" / cfg.id
 
 
 def make_optimizer(model: torch.nn.Module, train) -> torch.optim.Optimizer:
@@ -99,7 +105,8 @@ class Session:
                                     classes_per_batch=cfg.train.classes_per_batch,
                                     samples_per_class=cfg.train.samples_per_class,
                                     seed=cfg.seed, num_workers=cfg.train.num_workers,
-                                    pin_memory=device.type == "cuda"),
+                                    pin_memory=device.type == "cuda",
+                                    teachers=[p for p in plugins if isinstance(p, TeacherPlugin)]),
                  LRSchedulePlugin(base_lr=cfg.train.lr, warmup_steps=cfg.train.warmup_steps,
                                   schedule=cfg.train.schedule,
                                   restart_epochs=recipe.extra_epochs),
@@ -127,7 +134,7 @@ class Session:
                          evaluator=EvaluationPlugin(*logs.metrics(), loggers=logs.loggers))
         if ckpt is not None:
             _restore_strategy(strategy, model, ckpt)
-            _set_rng_state(ckpt["rng"])
+            set_rng_state(ckpt["rng"])
 
         train_stream = stream.benchmark.train_stream
         test_stream = stream.benchmark.test_stream
@@ -177,6 +184,7 @@ class Session:
             "id": cfg.id,
             "status": "complete",
             "config": to_dict(cfg),
+            "hyperparameters": hyperparameters(cfg.strategy.name, cfg.strategy.params),
             "versions": versions(device),
             "stream": list(stream.experiences),
             "probes": list(stream.probes),
@@ -216,7 +224,7 @@ class Session:
                                          for g in opt.param_groups],
                     "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
                     "state": state, "reference": evaluator.reference,
-                    "initial": evaluator.initial, "rng": _rng_state(),
+                    "initial": evaluator.initial, "rng": rng_state(),
                     "device": str(strategy.device), "version": __version__}, tmp)
         tmp.replace(folder / "last.pt")
 

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .config import RunConfig, load_yaml, make_config, set_dotted, to_dict
+from .config import RunConfig, from_dict, load_yaml, make_config, set_dotted, to_dict
 from .errors import ConfigError, DataError
 from .results import read_record
-from .runner import check_writable, preflight, record_path, write_failed_record
+from .ray_engine import run_on_ray
+from .runner import check_writable, preflight, record_path, run, write_failed_record
 
 SUITES_DIR = Path(__file__).parent / "suites"
 
@@ -169,9 +170,6 @@ def run_one(cfg_dict: dict, keep_checkpoints: bool = False, overwrite: bool = Fa
 
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    from .config import from_dict
-    from .runner import run
-
     if threads > 0:
         import torch
 
@@ -192,8 +190,6 @@ def run_one(cfg_dict: dict, keep_checkpoints: bool = False, overwrite: bool = Fa
 def record_crash(cfg_dict: dict, error: str) -> dict:
     """The result of a run whose worker process died: a ``failed`` record is written unless
     the run's record is already complete (the worker died after writing it)."""
-    from .config import from_dict
-
     cfg = from_dict(cfg_dict)
     path = str(record_path(cfg))
     if not write_failed_record(cfg, error):
@@ -267,11 +263,9 @@ def run_sweep(runs: list[RunConfig], *, engine: str = "local", workers: int = 1,
     submit_args = [(to_dict(c), keep_checkpoints, overwrite, threads) for c in todo]
     try:
         if engine == "ray":
-            from .ray_engine import run_on_ray
-
-            run_on_ray(submit_args, address=address, cpus_per_run=cpus_per_run,
-                       gpus_per_run=gpus_per_run, started=started, update=update,
-                       num_cpus=max(1, math.ceil(workers * cpus_per_run)))
+            run_on_ray(submit_args, run=run_one, crashed=record_crash, address=address,
+                       cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, started=started,
+                       update=update, num_cpus=max(1, math.ceil(workers * cpus_per_run)))
         else:
             _run_local(submit_args, workers=max(1, workers), threads=threads, started=started,
                        update=update, gpus_per_run=gpus_per_run)

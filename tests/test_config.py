@@ -36,6 +36,16 @@ def test_options_added_later_keep_earlier_ids_at_their_neutral_value():
     assert make_config(strategy="proxy_fda", sets=["benchmark.imbalance=10"]).id != base.id
 
 
+def test_hyperparameters_name_what_differs_from_the_defaults():
+    from proxyfda_cl.strategies import hyperparameters, strategy_defaults
+
+    cfg = make_config(strategy="fda", sets=["strategy.k=16", "strategy.lam=3.0"])
+    hp = hyperparameters(cfg.strategy.name, cfg.strategy.params)
+    assert hp["strategy"] == "fda" and hp["non_default"] == ["k"]
+    assert hp["values"] == {**strategy_defaults("fda"), "k": 16}
+    assert hyperparameters("naive", {}) == {"strategy": "naive", "values": {}, "non_default": []}
+
+
 def test_numbers_written_as_text_are_numbers():
     cfg = make_config({"train": {"lr": "1e-3"}, "strategy": {"name": "fda", "lam": "1e-1"}})
     assert cfg.train.lr == 0.001 and cfg.strategy.params["lam"] == 0.1

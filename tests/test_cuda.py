@@ -31,19 +31,21 @@ def test_bf16_autocast_training_step():
     the encoder runs in bf16, the teacher under the same autocast, heads and weights in fp32,
     and the loss and every gradient are finite."""
     from proxyfda_cl.models.tiny import TinyCNN
-    from proxyfda_cl.strategies.overhead import _build, _step, tensor_benchmark
+    from proxyfda_cl.benchmarks.streams import tensor_benchmark
+    from proxyfda_cl.tools.stepping import prepare_strategy, train_step
 
     x, y = torch.randn(16, 3, 32, 32), torch.arange(16) % 4
     exps = list(tensor_benchmark([(x, y)] * 2).train_stream)
     batch = [x.to(DEV), y.to(DEV), torch.ones_like(y).to(DEV)]
     for name in ("naive", "fda", "proxy_fda", "ldifs", "ewc", "lwf", "fda+cache"):
-        s = _build(name, TinyCNN(), exps, params={"fda": {"k": 4}, "proxy_fda": {"k": 4}},
-                   batch_size=16, device=torch.device(DEV), precision="bf16",
-                   optimizer="adamw", lr=1e-3)
+        s = prepare_strategy(name, TinyCNN(), exps,
+                             params={"fda": {"k": 4}, "proxy_fda": {"k": 4}}, batch_size=16,
+                             device=torch.device(DEV), precision="bf16", optimizer="adamw",
+                             lr=1e-3)
         dtypes = []
         hook = s.model.encoder.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
         for _ in range(2):
-            _step(s, [t.clone() for t in batch])
+            train_step(s, [t.clone() for t in batch])
         hook.remove()
         if name == "lwf":  # Avalanche's LwF runs the student a second time, in its
             dtypes = dtypes[::2]  # before_backward, outside autocast: only check the first
@@ -55,7 +57,7 @@ def test_bf16_autocast_training_step():
             assert p.grad is None or torch.isfinite(p.grad).all(), (name, n)
         teacher = next((p for p in s.plugins if hasattr(p, "teacher_outputs")), None)
         if teacher is not None and name != "fda+cache":
-            assert teacher._shared._cache[3].dtype == torch.bfloat16, name
+            assert teacher._shared._memo[3].dtype == torch.bfloat16, name
 
 
 def test_bf16_run_with_workers_and_pinned_memory(tmp_path):
@@ -159,8 +161,8 @@ def test_teacher_cache_on_gpu_matches_live_features():
         i = torch.tensor(idx)  # the sampler's indices live on the CPU
         out, _ = teacher.forward((x[i.to(DEV)].clone(),), {}, amp, indices=i, size=20, key=0)
         torch.testing.assert_close(out, teacher.module(x[i.to(DEV)]))
-    assert teacher._store["filled"].device.type == "cpu"
-    assert teacher._store["feats"].device.type == DEV
+    assert teacher.feature_cache.filled.device.type == "cpu"
+    assert teacher.feature_cache.feats.device.type == DEV
 
 
 # --- resume across devices -------------------------------------------------------------

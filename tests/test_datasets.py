@@ -73,8 +73,8 @@ def write_idx_set(folder, n_train=12, n_test=5, gz=False, seed=0):
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     out = {}
-    for split, n, (img_name, lab_name) in (("train", n_train, tvs._IDX_FILES["train"]),
-                                           ("test", n_test, tvs._IDX_FILES["test"])):
+    for split, n, (img_name, lab_name) in (("train", n_train, tvs.IDX_FILES["train"]),
+                                           ("test", n_test, tvs.IDX_FILES["test"])):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = np.arange(n) % 10
         for name, arr in ((img_name, images), (lab_name, labels)):

@@ -9,7 +9,7 @@ from avalanche.models.dynamic_modules import avalanche_model_adaptation
 
 from proxyfda_cl.models.base import EncoderWithHeads
 from proxyfda_cl.models.tiny import TinyCNN
-from proxyfda_cl.strategies.overhead import tensor_benchmark
+from proxyfda_cl.benchmarks.streams import tensor_benchmark
 
 
 def _model():

@@ -19,6 +19,7 @@ import proxyfda_cl.models.timm_encoder as te
 from proxyfda_cl.config import BackboneConfig
 from proxyfda_cl.errors import ConfigError, WeightsError
 from proxyfda_cl.models import build_encoder, image_transform
+from proxyfda_cl.models.hub import hub_reachable
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -265,13 +266,13 @@ def test_hub_reachable_decides_quickly(monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:  # any HTTP answer (here 501 to HEAD) means reachable
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-        assert te.hub_reachable()
+        assert hub_reachable()
         assert "HF_HUB_OFFLINE" not in os.environ
     finally:
         server.shutdown()
         server.server_close()
     t0 = time.perf_counter()
-    assert not te.hub_reachable()  # same port, now closed
+    assert not hub_reachable()  # same port, now closed
     assert time.perf_counter() - t0 < 3.0
     assert os.environ["HF_HUB_OFFLINE"] == "1" and hc.HF_HUB_OFFLINE is True
 

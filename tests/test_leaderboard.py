@@ -205,12 +205,46 @@ def test_empty_and_missing_timing():
 
 
 def test_runs_with_other_hyper_parameters_get_their_own_row():
-    from proxyfda_cl.analysis.leaderboard import record_key, strategy_label
+    from proxyfda_cl.analysis.records import record_key
 
-    assert strategy_label({"name": "fda", "k": 8}) == "fda"  # 8 is the default
-    assert strategy_label({"name": "fda", "k": 16, "tau": 0.3}) == "fda(k=16, tau=0.3)"
-    rec = {"config": {"benchmark": {"name": "demo"}, "strategy": {"name": "fda", "lam": 2.0}}}
-    assert record_key(rec) == ("demo", "fda(lam=2.0)")
+    rec = make_record(strat="fda")
+    rec["hyperparameters"] = {"strategy": "fda", "values": {"k": 16, "tau": 0.3, "lam": 3.0},
+                              "non_default": ["k", "tau"]}
+    assert record_key(rec) == ("demo", "fda(k=16, tau=0.3)")
+    rec["hyperparameters"]["non_default"] = []
+    assert record_key(rec) == ("demo", "fda")
+
+
+def test_the_label_comes_from_the_record_not_from_todays_defaults():
+    rec = make_record(strat="fda")  # k was not at its default when the run was recorded
+    rec["hyperparameters"] = {"strategy": "fda", "values": {"k": 8}, "non_default": ["k"]}
+    assert leaderboard([rec])[0]["strategy"] == "fda(k=8)"
+
+
+OLD = Path(__file__).parent / "data" / "records-0.1.0"  # written before ``hyperparameters``
+
+
+def test_records_written_before_hyperparameters_still_load(capsys):
+    from proxyfda_cl import cli
+    from proxyfda_cl.analysis.records import record_key
+    from proxyfda_cl.strategies import hyperparameters
+
+    old, problems = read_results(OLD)
+    assert problems == [] and len(old) == 2 and not any("hyperparameters" in r for r in old)
+    rows = leaderboard(old)
+    assert sorted(r["strategy"] for r in rows) == ["fda", "proxy_fda"]
+    assert all(r["delta_lp_mean"] is not None for r in rows)
+    changed = {**old[0], "config": {**old[0]["config"],
+                                    "strategy": {**old[0]["config"]["strategy"], "k": 16}}}
+    assert record_key(changed) == ("demo", "fda(k=16)")
+    # an old record and a new one of the same settings share a row
+    new = {**old[0], "config": {**old[0]["config"], "seed": 1}, "id": "new"}
+    strategy = dict(new["config"]["strategy"])
+    new["hyperparameters"] = hyperparameters(strategy.pop("name"), strategy)
+    row = next(r for r in leaderboard(old + [new]) if r["strategy"] == "fda")
+    assert row["n_seeds"] == 2 and row["seeds"] == [0, 1]
+    assert cli.main(["leaderboard", str(OLD)]) == 0
+    assert "| proxy_fda (collapsed: 1 of 1 seeds) |" in capsys.readouterr().out
 
 
 def test_distances_of_the_last_experience_collapsed_runs_and_random_init_are_shown():

@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from proxyfda_cl.cli import main
-from proxyfda_cl.config import from_dict, make_config
-from proxyfda_cl.loggers import (RunLoggers, _step_metric, TaskLossProbe, check_loggers,
+from proxyfda_cl.config import check_loggers, from_dict, make_config
+from proxyfda_cl.loggers import (RunLoggers, _step_metric, TaskLossProbe,
                                  log_dir, regularizer_values)
 from proxyfda_cl.results import read_results
 from tests.conftest import small_config_dict

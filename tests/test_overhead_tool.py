@@ -6,8 +6,10 @@ import torch
 
 from proxyfda_cl import cli
 from proxyfda_cl.models.tiny import TinyCNN
-from proxyfda_cl.strategies import overhead
-from proxyfda_cl.strategies.overhead import _build, _step, measure_step_overhead, tensor_benchmark
+from proxyfda_cl.benchmarks.streams import tensor_benchmark
+from proxyfda_cl.tools import overhead
+from proxyfda_cl.tools.overhead import measure_step_overhead
+from proxyfda_cl.tools.stepping import prepare_strategy, train_step
 from proxyfda_cl.strategies.teacher import Teacher
 
 
@@ -44,16 +46,18 @@ def test_warm_cache_runs_the_teacher_once(monkeypatch):
     monkeypatch.setattr(Teacher, "_run", counting)
     x, y = torch.randn(12, 3, 32, 32), torch.arange(12) % 4
     exps = list(tensor_benchmark([(x, y)] * 2).train_stream)
-    strategy = _build("fda+cache", TinyCNN(), exps, params={"fda": {"k": 3}}, batch_size=12,
-                      device=torch.device("cpu"), precision="fp32", optimizer="sgd", lr=1e-3)
+    strategy = prepare_strategy("fda+cache", TinyCNN(), exps, params={"fda": {"k": 3}},
+                                batch_size=12, device=torch.device("cpu"), precision="fp32",
+                                optimizer="sgd", lr=1e-3)
     batch = [x, y, torch.ones_like(y)]
     for _ in range(3):
-        _step(strategy, [t.clone() for t in batch])
+        train_step(strategy, [t.clone() for t in batch])
     assert calls == [12]  # filled at the first step, served from the cache afterwards
-    live = _build("fda", TinyCNN(), exps, params={"fda": {"k": 3}}, batch_size=12,
-                  device=torch.device("cpu"), precision="fp32", optimizer="sgd", lr=1e-3)
+    live = prepare_strategy("fda", TinyCNN(), exps, params={"fda": {"k": 3}}, batch_size=12,
+                            device=torch.device("cpu"), precision="fp32", optimizer="sgd",
+                            lr=1e-3)
     for _ in range(2):
-        _step(live, [t.clone() for t in batch])
+        train_step(live, [t.clone() for t in batch])
     assert calls == [12, 12, 12]
 
 
@@ -64,7 +68,7 @@ def test_second_experience_activates_ewc_and_lwf():
     assert res["settings"]["order"] == "sequential" and res["vs_floor"] == {}
     x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
     exps = list(tensor_benchmark([(x, y)] * 2).train_stream)
-    ewc = _build("ewc", TinyCNN(), exps, params={}, batch_size=8, device=torch.device("cpu"),
-                 precision="fp32", optimizer="sgd", lr=1e-3)
+    ewc = prepare_strategy("ewc", TinyCNN(), exps, params={}, batch_size=8,
+                           device=torch.device("cpu"), precision="fp32", optimizer="sgd", lr=1e-3)
     assert ewc.clock.train_exp_counter == 1 and ewc.plugins[0].importances[0]
     assert overhead.CACHE_SUFFIX == "+cache"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from proxyfda_cl.analysis.correlation import correlation_table
 from proxyfda_cl.analysis.plots import (plot_all, plot_forward_transfer, plot_matrices,
                                         plot_otdd_vs_forgetting)
 from proxyfda_cl.results import read_results, record_name, write_json_atomic
@@ -121,23 +122,40 @@ def test_otdd_points_equal_record_numbers(records, tmp_path):
     assert out["otdd"]["pearson"] == pytest.approx(stats.pearsonr(x, y)[0])
     assert out["otdd"]["spearman"] == pytest.approx(stats.spearmanr(x, y)[0])
     assert out["otdd"]["n"] == out["l2"]["n"] == len(x)
+    table = correlation_table(records, n_boot=0)
+    assert out["otdd"]["n"] == table["otdd"]["n"]
+    assert out["otdd"]["pearson"] == pytest.approx(table["otdd"]["pearson"])
 
 
-def test_otdd_perfect_line_and_null_distances(tmp_path):
+def test_otdd_plot_draws_the_correlation_tables_points(tmp_path):
     rec = make_record()
     P, cols = rec["matrices"]["P"], rec["matrices"]["P_columns"]
     for d in rec["distances"]:  # forgetting = 0.5 * otdd - 0.1 exactly
         j = cols.index(d["dataset"])
         d["otdd"] = ((P[0][j] - P[d["experience"]][j]) + 0.1) / 0.5
-    rec["distances"][0]["otdd"] = None
+    rec["distances"][0]["otdd"] = None  # a point missing either distance is in neither panel
     rec["distances"][1]["l2"] = None
     rec["distances"][2]["otdd"] = rec["distances"][2]["l2"] = None
     out = plot_otdd_vs_forgetting([rec], tmp_path)
-    assert len(out["points"]) == 14 and out["otdd"]["n"] == 13 and out["l2"]["n"] == 13
+    table = correlation_table([rec], n_boot=0)
+    assert len(out["points"]) == 12
+    for key in ("otdd", "l2"):
+        assert out[key]["n"] == table[key]["n"] == 12
+        assert out[key]["pearson"] == pytest.approx(table[key]["pearson"])
+        assert out[key]["spearman"] == pytest.approx(table[key]["spearman"])
     assert out["otdd"]["pearson"] == pytest.approx(1.0)
     assert out["otdd"]["spearman"] == pytest.approx(1.0)
     assert out["otdd"]["slope"] == pytest.approx(0.5)
     assert out["otdd"]["intercept"] == pytest.approx(-0.1)
+
+
+def test_a_record_whose_distances_miss_its_matrices_is_reported(tmp_path):
+    good, bad = make_record(seed=0), make_record(seed=1)
+    bad["distances"][0]["dataset"] = "nowhere"
+    problems = []
+    out = plot_otdd_vs_forgetting([good, bad], tmp_path, problems=problems)
+    assert {p["run_id"] for p in out["points"]} == {good["id"]} and len(out["points"]) == 15
+    assert len(problems) == 1 and bad["id"] in problems[0]
 
 
 def test_otdd_too_few_points_still_writes(tmp_path):

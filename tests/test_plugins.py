@@ -16,7 +16,8 @@ from proxyfda_cl.strategies import (FDAPlugin, L2SPPlugin, LDIFSPlugin, LPFTPlug
                                     build_strategy)
 from proxyfda_cl.strategies.fda import fda_loss
 from proxyfda_cl.strategies.ldifs import layer_distance
-from proxyfda_cl.strategies.overhead import measure_overhead, tensor_benchmark
+from proxyfda_cl.benchmarks.streams import tensor_benchmark
+from proxyfda_cl.tools.overhead import measure_overhead
 from proxyfda_cl.strategies.proxy import ProxyGenerator, proxy_fda_loss
 
 

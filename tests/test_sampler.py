@@ -13,7 +13,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training import Naive
 from torch import nn
 
-from proxyfda_cl.benchmarks.sampler import (BatchSamplerPlugin, ClassBatchSampler,
+from proxyfda_cl.sampling import (BatchSamplerPlugin, ClassBatchSampler,
                                             RandomBatchSampler, current_batch_indices,
                                             dataset_class_ids)
 from proxyfda_cl.errors import ConfigError
@@ -225,14 +225,49 @@ def test_plugin_inside_naive(kind, workers):
     assert not torch.equal(before, model.encoder.net.weight)
 
 
-def test_hard_mining_uses_the_frozen_teacher_of_an_earlier_plugin():
+def test_hard_mining_uses_the_frozen_teacher_it_is_handed():
     from types import SimpleNamespace
 
-    teacher = torch.nn.Linear(2, 2)
-    other = SimpleNamespace(teacher=teacher)
-    sampler = BatchSamplerPlugin(kind="hard")
-    encoder = torch.nn.Linear(2, 2)
-    strategy = SimpleNamespace(plugins=[other, sampler], model=SimpleNamespace(encoder=encoder))
-    assert sampler._encoder(strategy) is teacher
-    strategy.plugins = [sampler, other]  # a plugin after the sampler has not snapshotted yet
-    assert sampler._encoder(strategy) is encoder
+    teacher, encoder = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    handed = SimpleNamespace(teacher=teacher)
+    strategy = SimpleNamespace(plugins=[handed], model=SimpleNamespace(encoder=encoder))
+    assert BatchSamplerPlugin(kind="hard", teachers=[handed])._encoder(strategy) is teacher
+    not_yet = SimpleNamespace(teacher=None)  # no snapshot yet: the model's encoder
+    assert BatchSamplerPlugin(kind="hard", teachers=[not_yet, handed])._encoder(strategy) is teacher
+    assert BatchSamplerPlugin(kind="hard", teachers=[not_yet])._encoder(strategy) is encoder
+    assert BatchSamplerPlugin(kind="hard")._encoder(strategy) is encoder  # only what it is handed
+
+
+class IndexReader:
+    """Stands for a plugin that reads the teacher: records what the sampler hands it."""
+
+    teacher = None
+
+    def __init__(self):
+        self.batches = []
+
+    def set_batch(self, indices, size, key):
+        self.batches.append((indices, size, key))
+
+
+def test_every_minibatch_is_handed_to_the_teacher_readers():
+    y = torch.arange(6).repeat(5)
+    train = mk(torch.randn(len(y), 3), y, task_labels=torch.zeros_like(y), targets=y)
+    bm = with_classes_timeline(with_task_labels(benchmark_from_datasets(train=[train],
+                                                                         test=[train])))
+    model = EncoderWithHeads(TinyEncoder())
+    reader = IndexReader()
+    seen = []
+
+    class Seen(SupervisedPlugin):
+        def before_forward(self, strategy, **kwargs):
+            seen.append(current_batch_indices(strategy))
+
+    sampler = BatchSamplerPlugin(kind="random", batch_size=8, teachers=[reader])
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                     train_mb_size=7, train_epochs=2, plugins=[sampler, Seen()],
+                     evaluator=None, eval_every=-1)
+    strategy.train(bm.train_stream[0], num_workers=0)
+    assert len(reader.batches) == len(seen) == 2 * 4
+    for (indices, size, key), idx in zip(reader.batches, seen):
+        assert indices is idx and size == 30 and key == (id(strategy), 0)

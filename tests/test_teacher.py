@@ -11,7 +11,7 @@ from torch import nn
 from proxyfda_cl.models.base import Encoder, EncoderWithHeads
 from proxyfda_cl.strategies import FDAPlugin, LDIFSPlugin, Teacher
 from proxyfda_cl.strategies.builtin import EvalModeLwFPlugin
-from proxyfda_cl.strategies.overhead import tensor_benchmark
+from proxyfda_cl.benchmarks.streams import tensor_benchmark
 from proxyfda_cl.strategies.teacher import as_features
 
 
@@ -216,18 +216,38 @@ class TeacherSamples(SupervisedPlugin):
 @pytest.mark.parametrize("cache_mb,expected", [(16.0, [12, 12, 0, 0, 0, 0]), (1e-6, [12] * 6),
                                                (0.0, [12] * 6)])
 def test_teacher_features_are_cached_by_dataset_index(cache_mb, expected):
-    from proxyfda_cl.benchmarks.sampler import BatchSamplerPlugin
+    from proxyfda_cl.sampling import BatchSamplerPlugin
 
     runs = {}
     for mb in (0.0, cache_mb):
         plugin = FDAPlugin(k=3, teacher_cache_mb=mb)
         counter = TeacherSamples(plugin)
-        make_strategy([plugin, counter, BatchSamplerPlugin(kind="random", batch_size=12)],
+        sampler = BatchSamplerPlugin(kind="random", batch_size=12, teachers=[plugin])
+        make_strategy([plugin, counter, sampler],
                       epochs=3).train(toy_stream().train_stream)
         runs[mb] = counter.per_step
     assert [n for n, _ in runs[cache_mb]] == expected * 2
     for (_, live), (_, cached) in zip(runs[0.0], runs[cache_mb]):
         torch.testing.assert_close(cached, live)
+
+
+def test_the_sampler_hands_each_step_its_dataset_indices():
+    from proxyfda_cl.sampling import BatchSamplerPlugin, current_batch_indices
+
+    plugin = FDAPlugin(k=3)
+    pairs = []
+
+    class Reads(SupervisedPlugin):
+        def before_backward(self, strategy, **kwargs):
+            pairs.append((plugin.batch_indices, current_batch_indices(strategy)))
+
+    sampler = BatchSamplerPlugin(kind="random", batch_size=12, teachers=[plugin])
+    make_strategy([plugin, Reads(), sampler], epochs=1).train(toy_stream().train_stream)
+    assert pairs and all(mine is theirs and mine is not None for mine, theirs in pairs)
+    assert plugin.batch_indices is None  # cleared after each step
+    alone = FDAPlugin(k=3)  # no sampler: no indices, the teacher runs on every batch
+    make_strategy([alone], epochs=1).train(toy_stream().train_stream)
+    assert alone.batch_indices is None
 
 
 def test_teacher_cache_runs_only_the_unseen_samples():

@@ -108,6 +108,9 @@ def forgetting_points(records: Iterable[dict], *, held_out: bool = False) -> lis
         strategy = (cfg.get("strategy") or {}).get("name")
         stream = list(rec.get("stream") or rec["matrices"].get("R_columns") or [])
         for e in dists:
+            if not isinstance(e, dict):
+                raise DataError(f"record {run}: a distance entry is not a mapping; the record "
+                                "is inconsistent")
             if e.get("otdd") is None or e.get("l2") is None:
                 continue
             t, d = int(e["experience"]), e["dataset"]

@@ -13,7 +13,8 @@ from typing import Optional
 
 import numpy as np
 
-from .leaderboard import METRICS, _final_metrics, describe, group_records, report
+from .leaderboard import METRICS, _final_metrics
+from .records import describe, group_records, report
 
 __all__ = ["paired_differences", "paired_comparison"]
 

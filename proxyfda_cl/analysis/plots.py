@@ -8,7 +8,6 @@ the forgetting of a probe point follow METHOD.md, section "Metrics".
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,9 +15,10 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from scipy import stats
-
-from .leaderboard import describe, group_records, is_number, mean_std, report
+from ..errors import DataError
+from .correlation import correlate, forgetting_points
+from .leaderboard import mean_std
+from .records import describe, group_records, is_number, report
 
 
 def _num(v: Any) -> Optional[float]:
@@ -123,45 +123,28 @@ def plot_forward_transfer(records: list[dict], out_dir: str | Path, *,
     return result
 
 
-def _correlation(xs: list, ys: list) -> dict:
-    """Pearson r, Spearman rho and least-squares fit; None where undefined (< 3 points)."""
-    out: dict[str, Any] = {"n": len(xs), "pearson": None, "spearman": None,
-                           "slope": None, "intercept": None}
+def _fit(xs: list, ys: list) -> dict:
+    """``correlate``'s Pearson r and Spearman rho (None where undefined) and the
+    least-squares line drawn through the points."""
+    c = correlate(xs, ys, n_boot=0)
+    out: dict[str, Any] = {"n": c["n"], "pearson": _num(c["pearson"]),
+                           "spearman": _num(c["spearman"]), "slope": None, "intercept": None}
     x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
     if len(xs) >= 2 and np.ptp(x) > 0:
         out["slope"], out["intercept"] = (float(v) for v in np.polyfit(x, y, 1))
-    if len(xs) >= 3:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # constant input: scipy warns and returns nan
-            r, rho = stats.pearsonr(x, y)[0], stats.spearmanr(x, y)[0]
-        out["pearson"] = float(r) if np.isfinite(r) else None
-        out["spearman"] = float(rho) if np.isfinite(rho) else None
     return out
 
 
-def _points(rec: dict, bench: str, strat: str) -> list[dict]:
-    """Scatter points of one record: forgetting ``P[0][d] − P[t][d]`` with its distances."""
-    mats = rec.get("matrices") or {}
-    P, cols, dists = mats.get("P"), mats.get("P_columns"), rec.get("distances")
-    if not (isinstance(P, list) and isinstance(cols, list) and isinstance(dists, list)):
+def _points(rec: dict, bench: str, strat: str, problems: Optional[list]) -> list[dict]:
+    """The record's points of ``forgetting_points``, under its benchmark and strategy label."""
+    try:
+        pts = forgetting_points([rec])
+    except DataError as e:
+        report(problems, f"{e}; left out of the OTDD plot")
         return []
-    out = []
-    for d in dists:
-        if not isinstance(d, dict) or d.get("dataset") not in cols:
-            continue
-        t, j = d.get("experience"), cols.index(d["dataset"])
-        if not isinstance(t, int) or isinstance(t, bool) or not 0 < t < len(P):
-            continue
-        try:
-            p0, pt = _num(P[0][j]), _num(P[t][j])
-        except (IndexError, TypeError, KeyError):
-            continue
-        otdd, l2 = _num(d.get("otdd")), _num(d.get("l2"))
-        if p0 is not None and pt is not None and (otdd is not None or l2 is not None):
-            out.append({"benchmark": bench, "strategy": strat, "run_id": rec.get("id"),
-                        "experience": t, "dataset": d["dataset"], "otdd": otdd, "l2": l2,
-                        "forgetting": p0 - pt})
-    return out
+    return [{"benchmark": bench, "strategy": strat, "run_id": q["run"],
+             "experience": q["experience"], "dataset": q["dataset"], "otdd": q["otdd"],
+             "l2": q["l2"], "forgetting": q["forgetting"]} for q in pts]
 
 
 def _fmt(v: Optional[float]) -> str:
@@ -170,11 +153,12 @@ def _fmt(v: Optional[float]) -> str:
 
 def plot_otdd_vs_forgetting(records: list[dict], out_dir: str | Path, *,
                             problems: Optional[list] = None) -> dict:
-    """Forgetting ``P[0][d] − P[t][d]`` against OTDD and against L2, over all records.
+    """Forgetting ``P[0][d] − P[t][d]`` against OTDD and against L2, over all complete records.
 
-    One point per (run, experience t, dataset d) of ``record["distances"]``; a null distance
-    leaves the point out of that panel only; points without both P values are dropped.
-    Bootstrap intervals are not computed here.
+    The points are those of the correlation table (``correlation.forgetting_points``: one per
+    (run, experience t, dataset d) with both distances and both P values) and so are n, r
+    and rho (``correlation.correlate``); a record whose distances do not match its matrices
+    is reported and left out. Bootstrap intervals are the table's alone.
 
     Returns:
         ``{"points": [{benchmark, strategy, run_id, experience, dataset, otdd, l2,
@@ -184,27 +168,26 @@ def plot_otdd_vs_forgetting(records: list[dict], out_dir: str | Path, *,
     out_dir = _dir(out_dir)
     points = [p for bench, strats in sorted(group_records(records, problems).items())
               for strat, recs in sorted(strats.items()) for rec in recs
-              for p in _points(rec, bench, strat)]
+              for p in _points(rec, bench, strat, problems)]
     result: dict[str, Any] = {"points": points}
     colours = _colours(p["strategy"] for p in points)
     fig = Figure(figsize=(11, 4.5))
     for ax, key, label in zip(fig.subplots(1, 2), ("otdd", "l2"), ("OTDD", "L2 feature distance")):
-        pts = [p for p in points if p[key] is not None]
-        res = result[key] = _correlation([p[key] for p in pts], [p["forgetting"] for p in pts])
+        res = result[key] = _fit([p[key] for p in points], [p["forgetting"] for p in points])
         for strat in colours:
-            sp = [p for p in pts if p["strategy"] == strat]
+            sp = [p for p in points if p["strategy"] == strat]
             if sp:
                 ax.scatter([p[key] for p in sp], [p["forgetting"] * 100 for p in sp],
                            color=colours[strat], s=18, alpha=0.8, label=strat)
         rr = f"Pearson r={_fmt(res['pearson'])}, Spearman ρ={_fmt(res['spearman'])}"
         if res["slope"] is not None:
-            xs = np.linspace(min(p[key] for p in pts), max(p[key] for p in pts), 50)
+            xs = np.linspace(min(p[key] for p in points), max(p[key] for p in points), 50)
             ax.plot(xs, (res["slope"] * xs + res["intercept"]) * 100, "k--", linewidth=1,
                     label="least-squares fit")
         ax.axhline(0, color="grey", linewidth=0.6)
         ax.set(xlabel=label, ylabel="forgetting P[0][d] − P[t][d] (points)",
                title=f"{label} vs forgetting\nn={res['n']}, {rr}")
-        if pts:
+        if points:
             ax.legend(fontsize=7)
     result["files"] = _save(fig, out_dir, "otdd_vs_forgetting", set())
     return result

@@ -20,10 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from .. import __version__
+from ..version import __version__
 from ..errors import ConfigError
 from ..results import read_results
-from .leaderboard import describe, is_number, record_key
+from .records import describe, is_number, record_key
 from .report_html import badge, esc, page, section, table
 from .report_sections import (correlation_section, dig, figures_section, knn_overlap,
                               leaderboard_section, name_of, num_cell, paired_section, run_flags,

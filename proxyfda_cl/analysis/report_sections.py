@@ -12,8 +12,9 @@ from typing import Any, Optional
 
 from . import plots
 from .correlation import correlation_table
-from .leaderboard import COLUMNS, LABELS, _cell, is_number, leaderboard, record_key
+from .leaderboard import COLUMNS, LABELS, _cell, leaderboard
 from .paired import paired_comparison
+from .records import is_number, record_key
 from .report_html import badge, esc, section, table
 
 def dig(obj: Any, *keys: str) -> Any:

@@ -208,9 +208,23 @@ def build_stream(cfg, transform: Callable, input_size: int, *, seed: int,
         if is_exp:
             train_sets.append(_avalanche(tr_p, tr_x, tr_t, t))
             test_sets.append(_avalanche(te_p, te_x, te_t, t))
-    bm = benchmark_from_datasets(train=train_sets, test=test_sets)
-    bm = with_classes_timeline(with_task_labels(bm))
-    return Stream(benchmark=bm, experiences=exp_names, probes=probe_names, sets=sets)
+    return Stream(benchmark=_benchmark(train_sets, test_sets), experiences=exp_names,
+                  probes=probe_names, sets=sets)
+
+
+def tensor_benchmark(data: list):
+    """A task-incremental Avalanche benchmark from tensors: one experience (and task label)
+    per ``(x, y)`` pair in ``data``; the same tensors serve as train and test sets."""
+    sets = [_make_taskaware_tensor_classification_dataset(x, y, task_labels=torch.full_like(y, t),
+                                                           targets=y)
+            for t, (x, y) in enumerate(data)]
+    return _benchmark(sets, sets)
+
+
+def _benchmark(train_sets: list, test_sets: list):
+    """Avalanche's task-aware benchmark over per-experience datasets, with class timelines."""
+    return with_classes_timeline(with_task_labels(benchmark_from_datasets(train=train_sets,
+                                                                          test=test_sets)))
 
 
 def _take(ds: Dataset, targets: torch.Tensor, idx: torch.Tensor) -> tuple[Dataset, torch.Tensor]:

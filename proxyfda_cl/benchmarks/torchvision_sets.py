@@ -12,9 +12,8 @@ Targets come from the data sets' label lists, without decoding any image.
 """
 from __future__ import annotations
 
-import gzip
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,14 +24,13 @@ from torchvision.datasets.folder import find_classes
 
 from ..errors import ConfigError, DataError
 from .base import DATASETS, TaskData
+from .idx import IDX_FILES, GreyIdxDataset, find_idx, read_idx
 from .splits import TEST_SPLIT_SEED, train_val_split
 
 #: Folders searched for the idx files after ``root``: Debian's ``dataset-fashion-mnist``
 #: package installs Fashion-MNIST's four ``.gz`` files in ``/usr/share/datasets/fashion-mnist``.
 SYSTEM_DIRS: dict[str, list[str]] = {"mnist": [], "fashion_mnist": ["/usr/share/datasets/fashion-mnist"]}
 
-_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 _FIX = "set --set benchmark.download=true or place the files there"
 _TV_HINT = "You can use download=True to download it"
 
@@ -58,57 +56,6 @@ class RGBDataset(Dataset):
         if isinstance(img, Image.Image) and img.mode != "RGB":
             img = img.convert("RGB")
         return img, int(self.targets[i])
-
-
-class GreyIdxDataset(Dataset):
-    """In-memory greyscale images (uint8 ``[N, H, W]``, as in idx files) served as RGB PIL images."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
-        if images.ndim != 3 or len(images) != len(targets):
-            raise ValueError(f"images {tuple(images.shape)} and targets {tuple(targets.shape)} do not match")
-        self.images = images
-        self.targets = targets.long()
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
-        return Image.fromarray(self.images[i].numpy(), mode="L").convert("RGB"), int(self.targets[i])
-
-
-def read_idx(path: str) -> torch.Tensor:
-    """Read a uint8 idx file (MNIST format), raw or gzip-compressed (``.gz``).
-
-    Args:
-        path: the file.
-
-    Returns:
-        a uint8 tensor of the file's shape (``[N, H, W]`` images or ``[N]`` labels).
-    """
-    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 3:
-        raise DataError(f"{path}: not a uint8 idx file (bad header); replace it with the original file")
-    nd = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(nd))
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * nd)
-    if body.size != int(np.prod(shape)):
-        raise DataError(f"{path}: holds {body.size} bytes of data for shape {shape}; the file is truncated")
-    return torch.from_numpy(body.copy()).view(*shape)
-
-
-def _find_idx(dirs: Sequence[str]) -> Optional[dict[str, str]]:
-    """The first folder holding all four idx files (each raw or ``.gz``), as stem -> path."""
-    for d in dirs:
-        found = {}
-        for stem in (s for pair in _IDX_FILES.values() for s in pair):
-            for cand in (os.path.join(d, stem), os.path.join(d, stem + ".gz")):
-                if os.path.isfile(cand):
-                    found[stem] = cand
-                    break
-        if len(found) == 4:
-            return found
-    return None
 
 
 def _open(name: str, where: str, download: bool, build: Callable[[], Any], fix: str = _FIX) -> Any:
@@ -150,15 +97,15 @@ def _mnist_like(name: str, tv_cls: type, spec: str, root: str, download: bool) -
     _no_spec(name, spec)
     root = _root(root)
     raw = os.path.join(root, tv_cls.__name__, "raw")
-    found = _find_idx([raw] + SYSTEM_DIRS.get(name, []))
+    found = find_idx([raw] + SYSTEM_DIRS.get(name, []))
     if found is None:  # torchvision's legacy processed/*.pt files, or a download
-        files = ", ".join(s for pair in _IDX_FILES.values() for s in pair)
+        files = ", ".join(s for pair in IDX_FILES.values() for s in pair)
         tr, te = _open(name, raw, download, lambda: (tv_cls(root, train=True, download=download),
                                                      tv_cls(root, train=False, download=download)),
                        f"set --set benchmark.download=true or place {files} (raw or .gz) there")
         splits = {"train": (tr.data, tr.targets), "test": (te.data, te.targets)}
     else:
-        splits = {s: (read_idx(found[i]), read_idx(found[l]).long()) for s, (i, l) in _IDX_FILES.items()}
+        splits = {s: (read_idx(found[i]), read_idx(found[l]).long()) for s, (i, l) in IDX_FILES.items()}
     train, test = (GreyIdxDataset(*splits[s]) for s in ("train", "test"))
     return _task(name, train, test, tv_cls.classes, train.targets, test.targets)
 

@@ -7,16 +7,12 @@ Each factory is registered under the name's prefix and called as
 from __future__ import annotations
 
 import os
-from typing import Callable
 
 from torch import nn
 
-from ..registry import Registry
-
-BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone", "backbone.name")
-
-from .base import Encoder, EncoderWithHeads, image_transform  # noqa: E402
-from . import tiny, timm_encoder, openclip, custom  # noqa: E402,F401  (register backbones)
+from . import tiny, timm_encoder, openclip, custom  # noqa: F401  (register backbones, in this order)
+from .base import Encoder, EncoderWithHeads, image_transform
+from .registry import BACKBONES
 
 
 def cache_dir() -> str:

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
-from . import BACKBONES
 from .base import ModuleEncoder, wants_random_weights
-from .timm_encoder import _one_line
+from .hub import one_line
+from .registry import BACKBONES
 
 __all__ = ["TorchEncoder", "create_torch", "import_user_module"]
 
@@ -61,15 +61,15 @@ def import_user_module(target: str) -> ModuleType:
             spec.loader.exec_module(module)
         except Exception as e:
             del sys.modules[name]
-            raise ConfigError(f"backbone.name: importing {path} failed: {_one_line(e)}") from e
+            raise ConfigError(f"backbone.name: importing {path} failed: {one_line(e)}") from e
         return module
     try:
         return importlib.import_module(target)
     except ImportError as e:
-        raise ConfigError(f"backbone.name: cannot import module {target!r} ({_one_line(e)}); "
+        raise ConfigError(f"backbone.name: cannot import module {target!r} ({one_line(e)}); "
                           "give a dotted path on PYTHONPATH or a .py file") from e
     except Exception as e:
-        raise ConfigError(f"backbone.name: importing {target!r} failed: {_one_line(e)}") from e
+        raise ConfigError(f"backbone.name: importing {target!r} failed: {one_line(e)}") from e
 
 
 def _load_weights(model: nn.Module, path: str, label: str) -> None:
@@ -88,7 +88,7 @@ def _load_weights(model: nn.Module, path: str, label: str) -> None:
         model.load_state_dict(sd, strict=True)
     except Exception as e:
         raise WeightsError(f"backbone {label}: cannot load weights from {path}: "
-                           f"{_one_line(e)}") from e
+                           f"{one_line(e)}") from e
 
 
 @BACKBONES.register("torch")
@@ -138,7 +138,7 @@ def create_torch(spec: str, cfg, *, cache_dir: str, progress: bool = False) -> T
             out = model(torch.zeros(2, 3, size, size))
     except Exception as e:
         raise ConfigError(f"backbone.input_size: {label} fails on a [2, 3, {size}, {size}] "
-                          f"input: {_one_line(e)}") from e
+                          f"input: {one_line(e)}") from e
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim < 2 or out.shape[0] != 2:

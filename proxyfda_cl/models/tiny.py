@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
-from . import BACKBONES
+from ..world import ATTRIBUTES, generate
 from .base import Encoder, wants_random_weights
+from .registry import BACKBONES
 
 WORLD_MEAN = (0.4, 0.4, 0.4)
 WORLD_STD = (0.25, 0.25, 0.25)
@@ -80,8 +81,6 @@ PRESETS = {"": PretrainConfig(), "quick": PretrainConfig(n_images=3000, epochs=3
 def pretrain(cfg: PretrainConfig, *, progress: bool = False) -> TinyCNN:
     """Train a ``TinyCNN`` on all concept-world attributes; returns it in eval mode."""
     from tqdm.auto import tqdm
-
-    from ..benchmarks.concept_world import ATTRIBUTES, generate
 
     torch.manual_seed(cfg.seed)
     images, labels = generate(cfg.n_images, seed=10_000 + cfg.seed, size=cfg.image_size)

@@ -1,5 +1,6 @@
 """Strategies: Avalanche's ``Naive`` template plus plugins, chosen by name."""
-from .registry import STRATEGIES, StrategyRecipe, build_strategy, register_strategy, strategy_defaults
+from .registry import (STRATEGIES, StrategyRecipe, build_strategy, hyperparameters,
+                       register_strategy, strategy_defaults)
 from . import builtin  # noqa: F401  (registers naive, ewc, lwf)
 from .teacher import Teacher, TeacherPlugin
 from .lpft import LPFTPlugin
@@ -8,6 +9,6 @@ from .ldifs import LDIFSPlugin
 from .fda import FDAPlugin
 from .proxy import ProxyFDAPlugin, ProxyGenerator
 
-__all__ = ["STRATEGIES", "StrategyRecipe", "build_strategy", "register_strategy",
+__all__ = ["STRATEGIES", "StrategyRecipe", "build_strategy", "hyperparameters", "register_strategy",
            "strategy_defaults", "Teacher", "TeacherPlugin", "LPFTPlugin", "L2SPPlugin",
            "LDIFSPlugin", "FDAPlugin", "ProxyFDAPlugin", "ProxyGenerator"]

@@ -11,18 +11,17 @@ for the others. Computed for the whole batch as one B x B operation.
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from .common import (BOUNDARIES, NEG_WEIGHTS, SigmoidTemperature, as_float, batch_k,
+                     check_common)
 from .memory import MemoryMixin, MemoryView
 from .registry import StrategyRecipe, register_strategy
 from .teacher import Teacher, TeacherPlugin
 
-NEG_WEIGHTS = ("constant", "similarity")
-BOUNDARIES = ("teacher", "fixed")
 Scalar = Union[float, torch.Tensor]
 
 
@@ -114,11 +113,6 @@ def with_memory(feats: torch.Tensor, memory: Optional[torch.Tensor]) -> torch.Te
     return torch.cat([feats, F.normalize(as_float(memory.detach()), dim=1).to(feats.dtype)])
 
 
-def as_float(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in at least float32 (half and bfloat16 inputs are promoted)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
 def sigmoid_terms(weights: torch.Tensor, cos: torch.Tensor, tau: Scalar, bias: Scalar) -> torch.Tensor:
     """Elementwise ``log(1 + exp(w * (-cos/tau + b)))`` (the SigLIP form of METHOD.md "FDA")."""
     return F.softplus(weights * (-cos / tau + bias))
@@ -185,7 +179,7 @@ class FDAPlugin(MemoryMixin, TeacherPlugin):
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
                  teacher_cache_mb: float = 0.0, memory_size: int = 0,
                  memory_warmup: int = 0) -> None:
-        _check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
+        check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
         super().__init__(teacher=teacher, encoder_attr=encoder_attr,
                          teacher_cache_mb=teacher_cache_mb)
         self.init_memory(memory_size, memory_warmup)
@@ -210,67 +204,6 @@ class FDAPlugin(MemoryMixin, TeacherPlugin):
 
     def after_update(self, strategy, **kwargs):
         self.temperature.step()
-
-
-class SigmoidTemperature(nn.Module):
-    """``tau`` and ``b`` of the sigmoid loss, fixed or learned as SigLIP does (``log(1/tau)``, ``b``).
-
-    Learned values live on the CPU with their own Adam optimizer; ``values`` moves them to the
-    loss's device (gradients flow back through the copy).
-    """
-
-    def __init__(self, tau: float, bias: float, *, learnable: bool = False, lr: float = 1e-3) -> None:
-        super().__init__()
-        self.tau, self.bias, self.learnable = float(tau), float(bias), learnable
-        self.optimizer = None
-        if learnable:
-            self.log_inv_tau = nn.Parameter(torch.tensor(math.log(1.0 / tau)))
-            self.b = nn.Parameter(torch.tensor(float(bias)))
-            self.optimizer = torch.optim.Adam([self.log_inv_tau, self.b], lr=lr)
-
-    def values(self, device=None) -> tuple:
-        """``(tau, b)``: floats when fixed, tensors with gradients when learned."""
-        if not self.learnable:
-            return self.tau, self.bias
-        return torch.exp(-self.log_inv_tau).to(device), self.b.to(device)
-
-    def step(self) -> None:
-        """One optimizer step on the learned values (no-op when fixed or without gradients)."""
-        if self.optimizer is not None and self.log_inv_tau.grad is not None:
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-
-
-def batch_k(plugin: TeacherPlugin, k: int) -> Optional[int]:
-    """The neighbour count for the current minibatch (ours: METHOD.md assumes ``B >= k + 2``).
-
-    ``k`` when the batch allows it; ``B - 2`` for a smaller batch (an experience with few
-    classes, a last partial batch); ``None`` (skip the term) below 3 samples. Warns once per
-    experience when it departs from ``k``.
-    """
-    b = plugin.student_features().shape[0]
-    if b >= k + 2:
-        return k
-    if b < 3:
-        plugin.warn_once(f"{type(plugin).__name__}: skipped minibatches of {b} samples (FDA needs 3)")
-        return None
-    plugin.warn_once(f"{type(plugin).__name__}: k={k} lowered to {b - 2} for minibatches of {b} "
-                     f"samples (k must be < B - 1)")
-    return b - 2
-
-
-def _check_common(*, lam: float, k: int, tau: float, neg_weight: str,
-                  boundary: str = "fixed") -> None:
-    if lam < 0:
-        raise ValueError(f"lam must be >= 0, got {lam}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if tau <= 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
-    if neg_weight not in NEG_WEIGHTS:
-        raise ValueError(f"neg_weight must be one of {', '.join(NEG_WEIGHTS)}, got {neg_weight!r}")
-    if boundary not in BOUNDARIES:
-        raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
 
 
 @register_strategy("fda")

@@ -9,7 +9,7 @@ from typing import Iterable, Union
 
 import torch
 
-from .fda import as_float
+from .common import as_float
 from .registry import StrategyRecipe, register_strategy
 from .teacher import Teacher, TeacherPlugin, get_encoder
 

@@ -16,7 +16,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from .fda import as_float
+from .common import as_float
 from .registry import StrategyRecipe, register_strategy
 from .teacher import Teacher, TeacherPlugin
 

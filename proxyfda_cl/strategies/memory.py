@@ -119,9 +119,7 @@ class MemoryMixin:
         """The entries this batch uses, or None (no memory, still warming up, or empty)."""
         if self.memory.size == 0:
             return None
-        from ..benchmarks.sampler import current_batch_indices
-
-        indices = current_batch_indices(strategy)
+        indices = self.batch_indices
         if indices is None:
             raise RuntimeError(f"{type(self).__name__}: memory_size needs the dataset indices of "
                                "each batch, which the suite's batch sampler reports; run it "

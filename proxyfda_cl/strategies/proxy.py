@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fda import (SigmoidTemperature, _check_common, anchor_bias, as_float, batch_k,
-                  sigmoid_terms, teacher_graph, teacher_margin, with_memory)
+from .common import SigmoidTemperature, as_float, batch_k, check_common
+from .fda import anchor_bias, sigmoid_terms, teacher_graph, teacher_margin, with_memory
 from .memory import MemoryMixin, MemoryView
 from .registry import StrategyRecipe, register_strategy
 from .teacher import Teacher, TeacherPlugin
@@ -268,7 +268,7 @@ class ProxyFDAPlugin(MemoryMixin, TeacherPlugin):
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
                  teacher_cache_mb: float = 0.0, memory_size: int = 0,
                  memory_warmup: int = 0) -> None:
-        _check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
+        check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
         for key, value, ok, rule in (("n_pos", n_pos, n_pos >= 1, ">= 1"),
                                      ("n_neg", n_neg, n_neg >= 1, ">= 1"),
                                      ("alpha", alpha, alpha >= 0, ">= 0"),

@@ -15,7 +15,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..config import coerce
+from ..coercion import coerce
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -66,6 +66,16 @@ def resolve_params(name: str, params: dict) -> dict:
             raise ConfigError(f"strategy.{key}: unknown parameter of {name}; valid: {valid}")
     return {key: _check(key, params[key], default) if key in params else default
             for key, default in defaults.items()}
+
+
+def hyperparameters(name: str, params: dict) -> dict:
+    """What a run record keeps of strategy ``name``'s hyper-parameters, so that analysis reads
+    them without the registry: ``{"strategy": name, "values": every hyper-parameter resolved,
+    "non_default": sorted names of those that differ from the defaults}``."""
+    defaults = strategy_defaults(name)
+    values = resolve_params(name, params)
+    return {"strategy": name, "values": values,
+            "non_default": sorted(k for k, v in values.items() if v != defaults[k])}
 
 
 def build_strategy(name: str, params: dict) -> StrategyRecipe:

@@ -22,6 +22,8 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
+from .teacher_cache import FeatureCache
+
 TEACHER_MODES = ("previous", "pretrained")
 
 _SHARED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -61,13 +63,6 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return twin
 
 
-def _to(index: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A CPU index tensor on ``device``; to CUDA through pinned memory, without blocking."""
-    if device.type != "cuda":
-        return index.to(device)
-    return index.pin_memory().to(device, non_blocking=True)
-
-
 def _autocast_state(t: torch.Tensor) -> tuple:
     dev = t.device.type
     return dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)
@@ -77,11 +72,9 @@ class Teacher:
     """The frozen teacher encoder ``f0`` shared by the plugins of one strategy.
 
     Teacher features of one experience can be cached by dataset index (``cache_mb`` > 0 and
-    no intermediate layers requested): a sample's features are computed once, the first time
-    it is seen, and reused in later epochs; only the samples of a minibatch not seen yet go
-    through the teacher. This is valid only when the training inputs are deterministic (no
-    random augmentation), as with the suite's transforms. The cache lives on the features'
-    device and is dropped when it would exceed ``cache_mb`` MiB.
+    no intermediate layers requested): ``feature_cache``, a ``FeatureCache`` (only for
+    deterministic inputs; see ``teacher_cache``). Apart from it, the result of the last
+    minibatch is kept (``_memo``) so that plugins sharing the teacher run it once per batch.
 
     Args:
         mode: ``previous`` (snapshot at the start of every experience) or ``pretrained``
@@ -100,17 +93,21 @@ class Teacher:
         self.module: Optional[nn.Module] = None
         self.layers: set = set()
         self._key = None
-        self._cache = None
-        self._store: Optional[dict] = None
+        self._memo: Optional[tuple] = None
+        self.feature_cache: Optional[FeatureCache] = None
 
     def __getstate__(self) -> dict:
         """What a checkpoint keeps: no feature cache or last-batch memo (rebuilt per
         experience), and no frozen copy in ``previous`` mode (re-taken at the next one)."""
         state = dict(self.__dict__)
-        state["_cache"] = state["_store"] = None
+        state["_memo"] = state["feature_cache"] = None
         if self.mode == "previous":
             state["module"] = state["_key"] = None
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._memo = self.feature_cache = None  # never kept (see ``__getstate__``)
 
     def snapshot(self, strategy) -> nn.Module:
         """Freeze a copy of the strategy's encoder; idempotent within one experience."""
@@ -118,7 +115,7 @@ class Teacher:
         if self.module is None or (self.mode == "previous" and key != self._key):
             self.module = None
             self.module = frozen_copy(get_encoder(strategy.model, self.encoder_attr))
-            self._key, self._cache, self._store = key, None, None
+            self._key, self._memo, self.feature_cache = key, None, None
         return self.module
 
     def _run(self, args: tuple, kwargs: dict, amp: tuple) -> tuple:
@@ -139,32 +136,6 @@ class Teacher:
                 h.remove()
         return feats, layers
 
-    def _cached_run(self, args: tuple, kwargs: dict, amp: tuple, indices: torch.Tensor,
-                    size: int, key) -> torch.Tensor:
-        # "filled" lives on the CPU with the sampler's indices, so finding the misses never
-        # waits for the GPU; indices reach the device by non-blocking copies.
-        st, indices = self._store, indices.cpu()
-        if st is None or st["key"] != key:
-            feats = self._run(args, kwargs, amp)[0]
-            fits = size * feats.shape[1] * feats.element_size() <= self.cache_mb * 2 ** 20
-            self._store = {"key": key, "feats": feats.new_zeros(size, feats.shape[1]) if fits else None,
-                           "filled": torch.zeros(size, dtype=torch.bool)}
-            if fits:
-                self._store["feats"][_to(indices, feats.device)] = feats
-                self._store["filled"][indices] = True
-            return feats
-        if st["feats"] is None:  # over the memory bound for this experience
-            return self._run(args, kwargs, amp)[0]
-        x, idx = args[0], _to(indices, st["feats"].device)
-        miss = ~st["filled"][indices]
-        if miss.any():
-            rows = miss.nonzero().squeeze(1)
-            sub = self._run((x.index_select(0, _to(rows, x.device)),) + tuple(args[1:]), kwargs,
-                            amp)[0]
-            st["feats"][_to(indices[rows], st["feats"].device)] = sub.to(st["feats"].dtype)
-            st["filled"][indices[rows]] = True
-        return st["feats"][idx].to(x.device)
-
     @torch.no_grad()
     def forward(self, args: tuple, kwargs: dict, amp: tuple, *,
                 indices: Optional[torch.Tensor] = None, size: int = 0, key=None) -> tuple:
@@ -184,17 +155,21 @@ class Teacher:
         if self.module is None:
             raise RuntimeError("the teacher has no snapshot yet (before_training_exp not run)")
         x = args[0] if args else next(iter(kwargs.values()))
-        c = self._cache
+        c = self._memo
         if (c is not None and c[0] is x and c[1] == x._version and c[2] == amp
                 and self.layers <= c[4].keys()):
             return c[3], c[4]
         cacheable = (self.cache_mb > 0 and not self.layers and args and indices is not None
                      and size > 0 and len(indices) == len(x))
         if cacheable:
-            feats, layers = self._cached_run(args, kwargs, amp, indices, size, key), {}
+            if self.feature_cache is None:
+                self.feature_cache = FeatureCache()
+            run = lambda rows: self._run((rows,) + tuple(args[1:]), kwargs, amp)[0]  # noqa: E731
+            feats = self.feature_cache.features(run, x, indices, size, key, self.cache_mb)
+            layers = {}
         else:
             feats, layers = self._run(args, kwargs, amp)
-        self._cache = (x, x._version, amp, feats, layers)
+        self._memo = (x, x._version, amp, feats, layers)
         return feats, layers
 
 
@@ -220,8 +195,8 @@ class TeacherPlugin(SupervisedPlugin):
         encoder_attr: attribute of the model that holds the encoder.
         tap: capture the student encoder's inputs and output with a forward hook.
         teacher_cache_mb: memory bound of the teacher's per-experience feature cache, used
-            when the batch sampler reports dataset indices (0: always run the teacher; only
-            for deterministic inputs, see ``Teacher``).
+            when the batch sampler hands the minibatch's dataset indices to ``set_batch``
+            (0: always run the teacher; only for deterministic inputs, see ``Teacher``).
     """
 
     def __init__(self, *, teacher: Union[str, Teacher] = "previous", encoder_attr: str = "encoder",
@@ -238,6 +213,7 @@ class TeacherPlugin(SupervisedPlugin):
         self._handles: list = []
         self._capturing = False
         self._warned: set = set()
+        self._batch: dict = {}
         self._clear()
 
     @property
@@ -254,7 +230,18 @@ class TeacherPlugin(SupervisedPlugin):
         self._out = None
         self._layers: dict = {}
         self._amp = None
-        self._batch: dict = {}
+
+    def set_batch(self, indices: Optional[torch.Tensor], size: int, key) -> None:
+        """Called by the batch sampler before each training step: the minibatch's dataset
+        ``indices`` (a LongTensor aligned with it, or None), the ``size`` of the dataset they
+        index and a ``key`` naming that dataset (the experience), for the feature cache."""
+        self._batch = {"indices": indices, "size": size, "key": key}
+
+    @property
+    def batch_indices(self) -> Optional[torch.Tensor]:
+        """Dataset indices of the minibatch being trained on, as the batch sampler handed
+        them (``set_batch``); None outside a training iteration or without a sampler."""
+        return self._batch.get("indices")
 
     def warn_once(self, message: str) -> None:
         """Warn with ``message`` once per experience."""
@@ -305,22 +292,18 @@ class TeacherPlugin(SupervisedPlugin):
     def before_forward(self, strategy, **kwargs):
         self._clear()
         self._capturing = True
-        if self._shared is not None and self._shared.cache_mb > 0:
-            from ..benchmarks.sampler import current_batch_indices
-
-            self._batch = {"indices": current_batch_indices(strategy),
-                           "size": len(strategy.adapted_dataset),
-                           "key": (id(strategy), strategy.clock.train_exp_counter)}
 
     def after_forward(self, strategy, **kwargs):
         self._capturing = False
 
     def after_training_iteration(self, strategy, **kwargs):
         self._clear()
+        self._batch = {}
 
     def after_training_exp(self, strategy, **kwargs):
         self._remove_hooks()
         self._clear()
+        self._batch = {}
 
     def _remove_hooks(self) -> None:
         for h in self._handles:

@@ -21,126 +21,23 @@ Two more figures come with the strategies:
 On the CPU strategies are stepped round-robin, so drift of the machine's speed affects all of
 them alike. On CUDA they run one after another (so that each one's peak memory is its own),
 steps are timed with CUDA events without synchronising inside the loop. Images/s is the batch
-size over the median step.
+size over the median step. The per-epoch measurement, over real epochs, is
+``epoch_overhead``.
 """
 from __future__ import annotations
 
-import copy
 import gc
 import statistics
 import time
 from typing import Callable, Optional
 
 import torch
-from avalanche.training import Naive
-from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
-from ..benchmarks.sampler import BatchSamplerPlugin
-from ..models.base import EncoderWithHeads
-from .registry import build_strategy, strategy_defaults
-from .teacher import frozen_copy
-
-CACHE_SUFFIX = "+cache"
-
-
-def tensor_benchmark(data: list):
-    """A task-incremental Avalanche benchmark from tensors: one experience (and task label)
-    per ``(x, y)`` pair in ``data``; the same tensors serve as train and test sets."""
-    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-    from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
-    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
-    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as mk
-
-    sets = [mk(x, y, task_labels=torch.full_like(y, t), targets=y) for t, (x, y) in enumerate(data)]
-    return with_classes_timeline(with_task_labels(benchmark_from_datasets(train=sets, test=sets)))
-
-
-def _begin(strategy: Naive, experience) -> None:
-    """What ``strategy.train(experience)`` does before its first minibatch."""
-    strategy.is_training = True
-    strategy._stop_training = False
-    strategy.model.train()
-    strategy.model.to(strategy.device)
-    strategy._eval_streams = {}
-    strategy._before_training()
-    strategy.experience = experience
-    strategy._before_training_exp()
-    strategy._before_training_epoch()
-
-
-def _step(strategy: Naive, batch: list) -> None:
-    """One iteration of Avalanche's ``SGDUpdate.training_epoch`` on ``batch``."""
-    strategy.mbatch = list(batch)
-    strategy._unpack_minibatch()
-    strategy._before_training_iteration()
-    strategy.optimizer.zero_grad()
-    strategy.loss = strategy._make_empty_loss()
-    strategy._before_forward()
-    strategy.mb_output = strategy.forward()
-    strategy._after_forward()
-    strategy.loss += strategy.criterion()
-    strategy._before_backward()
-    strategy.backward()
-    strategy._after_backward()
-    strategy._before_update()
-    strategy.optimizer_step()
-    strategy._after_update()
-    strategy._after_training_iteration()
-
-
-def _end(strategy: Naive) -> None:
-    strategy._after_training_epoch()
-    strategy._after_training_exp()
-    strategy._after_training()
-    strategy._train_cleanup()
-
-
-class FixedBatchIndices(BatchSamplerPlugin):
-    """Reports the fixed minibatch as dataset indices ``0..B-1`` of the experience, as the
-    runner's batch sampler reports a real batch's indices, so that the teacher-feature cache
-    fills at the first step and serves every later one (the state of epochs 2..E)."""
-
-    def __init__(self) -> None:
-        super().__init__(kind="random")
-
-    def before_training_exp(self, strategy, *args, **kwargs) -> None:
-        self.current_indices = None  # keep the strategy's own dataloader
-
-    def before_training_iteration(self, strategy, *args, **kwargs) -> None:
-        self.current_indices = torch.arange(len(strategy.mb_y))
-
-
-def _optimizer(name: str, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    raise ValueError(f"optimizer must be sgd or adamw, got {name!r}")
-
-
-def _build(name: str, encoder: nn.Module, experiences: list, *, params: dict, batch_size: int,
-           device: torch.device, precision: str, optimizer: str, lr: float) -> Naive:
-    """A strategy positioned before the first step of the last of ``experiences``."""
-    from ..training import AutocastPlugin
-
-    base, cached = (name[:-len(CACHE_SUFFIX)], True) if name.endswith(CACHE_SUFFIX) else (name, False)
-    recipe = build_strategy(base, params.get(name, params.get(base, {})))
-    plugins = list(recipe.plugins)
-    if cached:
-        plugins.append(FixedBatchIndices())
-    if precision == "bf16":
-        plugins.append(AutocastPlugin(device_type=device.type))
-    model = EncoderWithHeads(copy.deepcopy(encoder))
-    strategy = Naive(model=model, optimizer=_optimizer(optimizer, model, lr),
-                     criterion=nn.CrossEntropyLoss(), train_mb_size=batch_size, train_epochs=1,
-                     plugins=plugins, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1,
-                     device=device)
-    for exp in experiences[:-1]:  # closed without steps, as after an experience of training
-        _begin(strategy, exp)
-        _end(strategy)
-    _begin(strategy, experiences[-1])
-    return strategy
+from ..benchmarks.streams import tensor_benchmark
+from ..strategies import TeacherPlugin, build_strategy, strategy_defaults
+from ..strategies.teacher import frozen_copy
+from .stepping import CACHE_SUFFIX, end_experience, prepare_strategy, train_step
 
 
 def _teacher_step(encoder: nn.Module, device: torch.device, precision: str) -> Callable:
@@ -222,9 +119,10 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
         torch.manual_seed(seed)
         if name == "teacher_forward":
             return _teacher_step(encoder, dev, precision)
-        strategy = _build(name, encoder, experiences, params=params, batch_size=batch_size,
-                          device=dev, precision=precision, optimizer=optimizer, lr=lr)
-        return lambda b: _step(strategy, b), strategy
+        strategy = prepare_strategy(name, encoder, experiences, params=params,
+                                    batch_size=batch_size, device=dev, precision=precision,
+                                    optimizer=optimizer, lr=lr)
+        return lambda b: train_step(strategy, b), strategy
 
     def fresh() -> list:
         return [t.clone() for t in batch]  # a new minibatch tensor, as a dataloader yields
@@ -269,7 +167,7 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
             if cuda:
                 peak[name] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
             if name != "teacher_forward":
-                _end(built[1])
+                end_experience(built[1])
             del built, run
     else:
         runs, owners = {}, []
@@ -288,7 +186,7 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
                 if i >= warmup:
                     times[name].append(time.perf_counter() - t0)
         for strategy in owners:
-            _end(strategy)
+            end_experience(strategy)
     del encoder
     gc.collect()
 
@@ -312,8 +210,6 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
 def _has_live_teacher(name: str) -> bool:
     """Whether strategy ``name`` runs the teacher encoder on every batch (FDA, Proxy-FDA,
     LDIFS); L2SP reads only its weights."""
-    from .teacher import TeacherPlugin
-
     return any(isinstance(p, TeacherPlugin) and getattr(p, "_tap", False)
                for p in build_strategy(name, {}).plugins)
 
@@ -325,82 +221,3 @@ def measure_overhead(encoder_factory: Callable[[], nn.Module], strategies: list,
     to ``{name: {"median_step_s", "ratio", "images_per_s", "peak_mem_mb"}}`` with naive first.
     """
     return measure_step_overhead(encoder_factory, strategies, **kwargs)["strategies"]
-
-
-class _EpochTimer:
-    """Avalanche plugin recording the wall time of every training epoch."""
-
-    def __init__(self) -> None:
-        from avalanche.core import SupervisedPlugin
-
-        class _P(SupervisedPlugin):
-            def __init__(p):
-                super().__init__()
-                p.times, p.t0 = [], 0.0
-
-            def before_training_epoch(p, strategy, **kw):
-                p.t0 = time.perf_counter()
-
-            def after_training_epoch(p, strategy, **kw):
-                if torch.device(strategy.device).type == "cuda":
-                    torch.cuda.synchronize()
-                p.times.append(time.perf_counter() - p.t0)
-
-        self.plugin = _P()
-
-
-def measure_epoch_overhead(encoder_factory: Callable[[], nn.Module], variants: dict, *,
-                           epochs: int = 5, n_train: int = 1280, batch_size: int = 64,
-                           repeats: int = 3, device: str = "cpu", seed: int = 0) -> dict:
-    """Median per-epoch training time of each variant relative to naive, over real epochs.
-
-    Each variant trains ``epochs`` epochs of one concept-world experience through Avalanche's
-    ``Naive`` with its recipe and the runner's batch sampler (so the teacher-feature cache,
-    where a recipe enables it, fills in epoch 1 and serves the later epochs). Variants run in
-    turn, ``repeats`` times, so drift of the machine's speed affects all alike.
-
-    Args:
-        encoder_factory: builds the encoder (each run trains a fresh copy).
-        variants: ``{label: (strategy name, params)}``; ``naive`` is added as the reference.
-        epochs: epochs per run; the median is over epochs 2..E of every repeat (epoch 1
-            fills caches and is reported separately).
-        n_train: training images of the experience.
-        batch_size: minibatch size.
-        repeats: runs per variant.
-        device: torch device.
-        seed: seed of the data, the encoder copies and the samplers.
-
-    Returns:
-        ``{label: {"median_epoch_s", "first_epoch_s", "ratio"}}`` with naive first.
-    """
-    from ..benchmarks.concept_world import concept_dataset
-    from ..benchmarks.sampler import BatchSamplerPlugin
-    from ..models.base import image_transform
-
-    variants = {"naive": ("naive", {}), **{k: v for k, v in variants.items() if k != "naive"}}
-    encoder = encoder_factory()
-    task = concept_dataset("shape", seed=seed, n_train=n_train, n_test=8,
-                           image_size=encoder.input_size)
-    x = image_transform(encoder)(task.train.images)
-    experience = tensor_benchmark([(x, task.train_targets)]).train_stream[0]
-    later: dict = {k: [] for k in variants}
-    first: dict = {k: [] for k in variants}
-    for r in range(repeats):
-        for label, (name, params) in variants.items():
-            torch.manual_seed(seed + r)
-            recipe = build_strategy(name, params)
-            model = EncoderWithHeads(copy.deepcopy(encoder))
-            timer = _EpochTimer()
-            sampler = BatchSamplerPlugin(kind=recipe.sampler, batch_size=batch_size, seed=seed)
-            strategy = Naive(model=model,
-                             optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
-                             criterion=nn.CrossEntropyLoss(), train_mb_size=batch_size,
-                             train_epochs=epochs, plugins=recipe.plugins + [sampler, timer.plugin],
-                             evaluator=EvaluationPlugin(loggers=[]), eval_every=-1, device=device)
-            strategy.train(experience)
-            first[label].append(timer.plugin.times[0])
-            later[label].extend(timer.plugin.times[1:])
-    base = statistics.median(later["naive"])
-    return {k: {"median_epoch_s": statistics.median(later[k]),
-                "first_epoch_s": statistics.median(first[k]),
-                "ratio": statistics.median(later[k]) / base} for k in variants}

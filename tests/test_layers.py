@@ -1,0 +1,153 @@
+"""The package's layers as docs/DESIGN.md draws them, checked on its imports.
+
+Every ``import`` of every module under ``proxyfda_cl/`` counts, those inside functions and
+under ``TYPE_CHECKING`` included: a module may import from its own layer and from the layers
+``ALLOWED`` lists, and no chain of imports may lead back to where it started.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "proxyfda_cl"
+
+#: module or package -> layer; a module takes the layer of its longest listed prefix.
+LAYER_OF = {
+    "proxyfda_cl": "api",  # the package's __init__ only
+    "proxyfda_cl.errors": "base", "proxyfda_cl.registry": "base",
+    "proxyfda_cl.version": "base", "proxyfda_cl.coercion": "base",
+    "proxyfda_cl.runtime": "base", "proxyfda_cl.results": "base", "proxyfda_cl.world": "base",
+    "proxyfda_cl.models": "models",
+    "proxyfda_cl.benchmarks": "benchmarks",
+    "proxyfda_cl.analysis": "analysis",
+    "proxyfda_cl.strategies": "strategies",
+    "proxyfda_cl.config": "config",
+    "proxyfda_cl.training": "training", "proxyfda_cl.sampling": "training",
+    "proxyfda_cl.evaluation": "training", "proxyfda_cl.loggers": "training",
+    "proxyfda_cl.log_writers": "training",
+    "proxyfda_cl.runner": "run", "proxyfda_cl.session": "run", "proxyfda_cl.sweep": "run",
+    "proxyfda_cl.ray_engine": "run",
+    "proxyfda_cl.tools": "tools",
+    "proxyfda_cl.cli": "cli", "proxyfda_cl.commands": "cli",
+}
+
+#: layer -> the other layers it may import from (docs/DESIGN.md, "Layers").
+ALLOWED = {
+    "base": set(),
+    "models": {"base"},
+    "benchmarks": {"base"},
+    "analysis": {"base"},
+    "strategies": {"base"},
+    "config": {"base", "strategies"},
+    "training": {"base", "models", "benchmarks", "analysis", "strategies", "config"},
+    "run": {"base", "models", "benchmarks", "analysis", "strategies", "config", "training"},
+    "tools": {"base", "models", "benchmarks", "strategies", "config", "training"},
+    "cli": {"base", "models", "benchmarks", "analysis", "strategies", "config", "training",
+            "run", "tools"},
+    "api": {"base", "config"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in ROOT.rglob("*.py")}
+
+
+def resolve(module: str, path: Path, node: ast.ImportFrom) -> str:
+    """The absolute name an ``ImportFrom`` reads from (relative levels resolved)."""
+    if not node.level:
+        return node.module or ""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    base = package[:len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports_of(module: str) -> set[str]:
+    """The package modules ``module`` imports: a name that is a submodule counts as that
+    submodule, any other name as the module it is read from."""
+    path = MODULES[module]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            source = resolve(module, path, node)
+            names = [f"{source}.{a.name}" if f"{source}.{a.name}" in MODULES else source
+                     for a in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in MODULES and name.startswith("proxyfda_cl."):
+                name = name.rsplit(".", 1)[0]  # ``import proxyfda_cl.x.y`` of a module's name
+            if name in MODULES and name != module:
+                out.add(name)
+    return out
+
+
+GRAPH = {m: imports_of(m) for m in MODULES}
+
+
+def layer_of(module: str) -> str:
+    if module == "proxyfda_cl":
+        return LAYER_OF[module]
+    prefixes = [p for p in LAYER_OF if p != "proxyfda_cl" and (module == p or
+                                                               module.startswith(p + "."))]
+    if not prefixes:
+        pytest.fail(f"{module} has no layer: add it to LAYER_OF here and to docs/DESIGN.md")
+    return LAYER_OF[max(prefixes, key=len)]
+
+
+def test_every_module_has_a_layer_and_every_layer_a_rule():
+    assert {layer_of(m) for m in MODULES} <= set(ALLOWED)
+    assert all(layers <= set(ALLOWED) for layers in ALLOWED.values())
+
+
+def test_the_reader_sees_imports_inside_functions_and_relative_ones():
+    assert "proxyfda_cl.analysis.correlation" in GRAPH["proxyfda_cl.analysis.plots"]
+    assert "proxyfda_cl.runner" in GRAPH["proxyfda_cl.commands"]  # imported inside a function
+    assert "proxyfda_cl.models" in GRAPH["proxyfda_cl.session"]  # ``from .models import ...``
+
+
+def test_every_arrow_points_down_the_layers():
+    wrong = [f"{m} ({layer_of(m)}) imports {t} ({layer_of(t)})"
+             for m, targets in sorted(GRAPH.items()) for t in sorted(targets)
+             if layer_of(t) != layer_of(m) and layer_of(t) not in ALLOWED[layer_of(m)]]
+    assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def test_the_arrows_the_design_singles_out():
+    def reach(prefix: str) -> set:
+        return {t for m, ts in GRAPH.items() if m.startswith(prefix) for t in ts}
+
+    assert not {t for t in reach("proxyfda_cl.strategies") if t.startswith("proxyfda_cl.benchmarks")}
+    assert not {t for t in reach("proxyfda_cl.analysis")
+                if t.startswith(("proxyfda_cl.strategies", "proxyfda_cl.runner",
+                                 "proxyfda_cl.session"))}
+    assert not {t for t in reach("proxyfda_cl.models") if t.startswith("proxyfda_cl.benchmarks")}
+
+
+def test_no_import_cycle():
+    """Depth-first search over the module graph; the first cycle found is reported."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        path.append(m)
+        for t in sorted(GRAPH[m]):
+            if state.get(t) == 1:
+                cycle = path[path.index(t):] + [t]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if t not in state:
+                visit(t)
+        path.pop()
+        state[m] = 2
+
+    for m in sorted(GRAPH):
+        if m not in state:
+            visit(m)
