@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     o.add_argument("--teacher-cache", action="store_true",
                    help="also time FDA and Proxy-FDA with a warm teacher-feature cache")
+    o.add_argument("--memory-sizes", type=int, nargs="+", default=[], metavar="M",
+                   help="also time FDA and Proxy-FDA with a full cross-batch memory of M entries")
     o.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     o.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     o.add_argument("--json", action="store_true", help="print one JSON object")

@@ -231,6 +231,8 @@ def cmd_overhead(a) -> int:
             raise ConfigError(f"{flag}: must be a positive integer, got {value}")
     if a.warmup < 0:
         raise ConfigError(f"--warmup: must be >= 0, got {a.warmup}")
+    if any(m < 1 for m in a.memory_sizes):
+        raise ConfigError(f"--memory-sizes: give positive sizes, got {a.memory_sizes}")
     if a.threads is not None:
         if a.threads < 1:
             raise ConfigError(f"--threads: must be a positive integer, got {a.threads}")
@@ -265,7 +267,8 @@ def cmd_overhead(a) -> int:
     res = measure_step_overhead(lambda: build_encoder(cfg), names, batch_size=a.batch_size,
                                 steps=a.steps, warmup=a.warmup, device=device,
                                 image_size=a.image_size, precision=a.precision,
-                                optimizer=a.optimizer, teacher_cache=a.teacher_cache)
+                                optimizer=a.optimizer, teacher_cache=a.teacher_cache,
+                                memory_sizes=tuple(a.memory_sizes))
     rows = res["strategies"]
     if a.json:
         print(json.dumps({"backbone": a.backbone, "weights": a.weights,
@@ -278,10 +281,10 @@ def cmd_overhead(a) -> int:
                           **{k: v for k, v in res.items() if k != "strategies"}}, indent=2))
         return 0
     mem = any(r["peak_mem_mb"] is not None for r in rows.values())
-    print(f"{'strategy':16s} {'median step (ms)':>17s} {'x naive':>8s} {'images/s':>9s}"
+    print(f"{'strategy':20s} {'median step (ms)':>17s} {'x naive':>8s} {'images/s':>9s}"
           + (f" {'peak MiB':>9s}" if mem else ""))
     for n, r in rows.items():
-        print(f"{n:16s} {1000 * r['median_step_s']:17.2f} {r['ratio']:8.3f} "
+        print(f"{n:20s} {1000 * r['median_step_s']:17.2f} {r['ratio']:8.3f} "
               f"{r['images_per_s']:9.1f}" + (f" {r['peak_mem_mb']:9.0f}" if mem else ""))
     print(f"teacher forward {1000 * res['teacher_forward_s']:.2f} ms; floor (naive + teacher "
           f"forward) {1000 * res['floor_s']:.2f} ms = {res['floor_ratio']:.3f} x naive")

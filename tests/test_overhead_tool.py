@@ -72,3 +72,29 @@ def test_second_experience_activates_ewc_and_lwf():
                            device=torch.device("cpu"), precision="fp32", optimizer="sgd", lr=1e-3)
     assert ewc.clock.train_exp_counter == 1 and ewc.plugins[0].importances[0]
     assert overhead.CACHE_SUFFIX == "+cache"
+
+
+def test_memory_variants_time_a_full_memory(capsys, monkeypatch):
+    """``--memory-sizes``: each FDA variant steps with a memory already full of entries the
+    batch does not hold (the warm-up lasts until it is full)."""
+    from proxyfda_cl.strategies import fda as fda_module
+    seen = []
+    real = fda_module.fda_loss
+
+    def spy(*a, memory=None, **k):
+        seen.append(0 if memory is None else len(memory.teacher))
+        return real(*a, memory=memory, **k)
+
+    monkeypatch.setattr(fda_module, "fda_loss", spy)
+    code = cli.main(["overhead", "--backbone", "tiny", "--weights", "random", "--batch-size", "12",
+                     "--steps", "2", "--warmup", "0", "--strategies", "fda",
+                     "--memory-sizes", "30", "--threads", "1", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["ratio"]) == ["naive", "fda", "fda+mem30"]
+    assert out["settings"]["warmup"] == 3  # ceil(30 / 12)
+    # round-robin: fda then fda+mem30 at every step; timed steps see a full memory
+    assert seen[1::2][:3] == [0, 12, 24] and seen[1::2][3:] == [30, 30]
+    assert seen[0::2] == [0] * 5
+    assert cli.main(["overhead", "--memory-sizes", "0"]) == 2
+    assert "--memory-sizes" in capsys.readouterr().err

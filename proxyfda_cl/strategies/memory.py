@@ -104,7 +104,8 @@ class MemoryMixin:
 
     Call ``init_memory`` in ``__init__``; in ``before_backward`` take ``memory_view`` before
     the loss and ``memory_push`` after it. The queue is emptied at the start of each
-    experience; at its end the plugin measures the staleness of the entries (``memory_log``).
+    experience; at its end the plugin measures the staleness of the entries (``memory_log``)
+    unless ``measure_staleness`` is off.
     """
 
     def init_memory(self, memory_size: int, memory_warmup: int) -> None:
@@ -113,6 +114,7 @@ class MemoryMixin:
         self.memory = FeatureMemory(memory_size)
         self.memory_warmup = int(memory_warmup)
         self.memory_log: list = []
+        self.measure_staleness = True
         self._memory_batch = None
 
     def memory_view(self, strategy, teacher_feats: torch.Tensor) -> Optional[MemoryView]:
@@ -140,7 +142,7 @@ class MemoryMixin:
         self.memory.reset()
 
     def after_training_exp(self, strategy, **kwargs):
-        if self.memory.size and len(self.memory):
+        if self.memory.size and self.measure_staleness and len(self.memory):
             self.memory_log.append(self.staleness(strategy))
         super().after_training_exp(strategy, **kwargs)
 

@@ -16,7 +16,9 @@ Two more figures come with the strategies:
   under the same autocast as training); the *floor* of a strategy with a live teacher is
   naive plus this (what FDA costs at least without the teacher-feature cache);
 - ``<name>+cache`` variants (``teacher_cache=True``): FDA and Proxy-FDA with the teacher-feature
-  cache warm, i.e. the steps of epochs 2..E of a real run, where no teacher forward runs.
+  cache warm, i.e. the steps of epochs 2..E of a real run, where no teacher forward runs;
+- ``<name>+mem<M>`` variants (``memory_sizes``): FDA and Proxy-FDA with a full cross-batch
+  memory of M entries (the warm-up is lengthened until it is full), teacher live.
 
 On the CPU strategies are stepped round-robin, so drift of the machine's speed affects all of
 them alike. On CUDA they run one after another (so that each one's peak memory is its own),
@@ -37,7 +39,8 @@ from torch import nn
 from ..benchmarks.streams import tensor_benchmark
 from ..strategies import TeacherPlugin, build_strategy, strategy_defaults
 from ..strategies.teacher import frozen_copy
-from .stepping import CACHE_SUFFIX, end_experience, prepare_strategy, train_step
+from .stepping import (CACHE_SUFFIX, MEMORY_SUFFIX, end_experience, prepare_strategy,
+                       split_variant, train_step)
 
 
 def _teacher_step(encoder: nn.Module, device: torch.device, precision: str) -> Callable:
@@ -51,11 +54,14 @@ def _teacher_step(encoder: nn.Module, device: torch.device, precision: str) -> C
     return step
 
 
-def _names(strategies: list, teacher_cache: bool) -> list:
+def _names(strategies: list, teacher_cache: bool, memory_sizes: tuple = ()) -> list:
     names = ["naive"] + [s for s in strategies if s != "naive"]
+    base = list(names)
     if teacher_cache:
-        names += [n + CACHE_SUFFIX for n in names
+        names += [n + CACHE_SUFFIX for n in base
                   if strategy_defaults(n).get("teacher_cache_mb", 0) > 0]
+    names += [f"{n}{MEMORY_SUFFIX}{m}" for n in base for m in memory_sizes
+              if m > 0 and "memory_size" in strategy_defaults(n)]
     return names
 
 
@@ -65,7 +71,8 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
                           image_size: Optional[int] = None, params: Optional[dict] = None,
                           lr: float = 1e-3, seed: int = 0, precision: str = "fp32",
                           optimizer: str = "sgd", teacher_cache: bool = False,
-                          experience: int = 2, order: str = "auto") -> dict:
+                          memory_sizes: tuple = (), experience: int = 2,
+                          order: str = "auto") -> dict:
     """Per-step time, throughput and (on CUDA) peak memory of each strategy, against naive.
 
     Args:
@@ -83,6 +90,9 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
         precision: ``fp32`` or ``bf16`` (autocast, as ``train.precision``).
         optimizer: ``sgd`` (momentum 0.9) or ``adamw`` (the GPU suites' optimizer).
         teacher_cache: also measure ``<name>+cache`` for strategies with a teacher cache.
+        memory_sizes: also measure ``<name>+mem<M>`` for strategies with a cross-batch
+            memory, for each M; the warm-up then lasts at least ``ceil(M / batch_size)``
+            steps, so the memory is full when timing starts.
         experience: 1 or 2, the experience whose first steps are timed.
         order: ``round-robin``, ``sequential`` or ``auto`` (sequential on CUDA).
 
@@ -105,7 +115,8 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
         order = "sequential" if cuda else "round-robin"
     if order not in ("round-robin", "sequential"):
         raise ValueError(f"order must be round-robin, sequential or auto, got {order!r}")
-    names = _names(strategies, teacher_cache)
+    names = _names(strategies, teacher_cache, tuple(memory_sizes))
+    warmup = max([warmup] + [-(-m // batch_size) for m in memory_sizes])
     params = params or {}
     torch.manual_seed(seed)
     encoder = encoder_factory()
@@ -196,7 +207,7 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
                "images_per_s": batch_size / med[n], "peak_mem_mb": peak[n],
                "min_step_s": min(times[n]), "max_step_s": max(times[n])} for n in names}
     floor = base + med["teacher_forward"]
-    live = [n for n in names if not n.endswith(CACHE_SUFFIX) and _has_live_teacher(n)]
+    live = [n for n in names if not split_variant(n)[1] and _has_live_teacher(split_variant(n)[0])]
     return {"strategies": out, "teacher_forward_s": med["teacher_forward"],
             "teacher_forward_peak_mem_mb": peak["teacher_forward"],
             "floor_s": floor, "floor_ratio": floor / base,

@@ -22,6 +22,8 @@ from ..training import AutocastPlugin
 
 #: ``<strategy>+cache``: the strategy with its teacher-feature cache warm (epochs 2..E).
 CACHE_SUFFIX = "+cache"
+#: ``<strategy>+mem<M>``: the strategy with a cross-batch memory of M entries.
+MEMORY_SUFFIX = "+mem"
 
 
 def begin_experience(strategy: Naive, experience) -> None:
@@ -81,6 +83,34 @@ class FixedBatchIndices(BatchSamplerPlugin):
         self.report_batch(strategy)
 
 
+class RollingBatchIndices(BatchSamplerPlugin):
+    """Reports each step's fixed minibatch as new dataset indices (``sB..sB+B-1`` at step
+    ``s``), as distinct samples of a large dataset, so a cross-batch memory fills with
+    entries none of which the batch holds (the state of a long experience)."""
+
+    def __init__(self, teachers: list) -> None:
+        super().__init__(kind="random", teachers=teachers)
+        self._step = 0
+
+    def before_training_exp(self, strategy, *args, **kwargs) -> None:
+        self.current_indices = None  # keep the strategy's own dataloader
+
+    def before_training_iteration(self, strategy, *args, **kwargs) -> None:
+        b = len(strategy.mb_y)
+        self.current_indices = torch.arange(self._step * b, (self._step + 1) * b)
+        self._step += 1
+        self.report_batch(strategy)
+
+
+def split_variant(name: str) -> tuple:
+    """``(registry name, warm cache, memory size)`` of a tool variant name such as
+    ``fda+cache`` or ``proxy_fda+mem1024``."""
+    if name.endswith(CACHE_SUFFIX):
+        return name[:-len(CACHE_SUFFIX)], True, 0
+    base, sep, size = name.partition(MEMORY_SUFFIX)
+    return (base, False, int(size)) if sep else (name, False, 0)
+
+
 def make_optimizer(name: str, model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """``sgd`` (momentum 0.9) or ``adamw`` (weight decay 0.1, the GPU suites' optimizer)."""
     if name == "sgd":
@@ -95,14 +125,23 @@ def prepare_strategy(name: str, encoder: nn.Module, experiences: list, *, params
                      lr: float) -> Naive:
     """A strategy positioned before the first step of the last of ``experiences``.
 
-    ``name`` is a registry name, or one with ``CACHE_SUFFIX`` for a warm teacher cache;
-    ``params`` maps names to hyper-parameters; the encoder is copied.
+    ``name`` is a registry name, or one with ``CACHE_SUFFIX`` for a warm teacher cache or
+    ``MEMORY_SUFFIX`` and a size for a cross-batch memory; ``params`` maps names to
+    hyper-parameters; the encoder is copied.
     """
-    base, cached = (name[:-len(CACHE_SUFFIX)], True) if name.endswith(CACHE_SUFFIX) else (name, False)
-    recipe = build_strategy(base, params.get(name, params.get(base, {})))
+    base, cached, memory = split_variant(name)
+    hp = dict(params.get(name, params.get(base, {})))
+    if memory:  # the rolling indices name no real samples: the teacher runs live
+        hp.update(memory_size=memory, teacher_cache_mb=0.0)
+    recipe = build_strategy(base, hp)
     plugins = list(recipe.plugins)
+    teachers = [p for p in plugins if isinstance(p, TeacherPlugin)]
     if cached:
-        plugins.append(FixedBatchIndices([p for p in plugins if isinstance(p, TeacherPlugin)]))
+        plugins.append(FixedBatchIndices(teachers))
+    elif memory:
+        plugins.append(RollingBatchIndices(teachers))
+        for p in teachers:  # its entries name no samples of the toy experience
+            p.measure_staleness = False
     if precision == "bf16":
         plugins.append(AutocastPlugin(device_type=device.type))
     model = EncoderWithHeads(copy.deepcopy(encoder))
