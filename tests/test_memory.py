@@ -136,7 +136,7 @@ def test_memory_runs_record_staleness_and_resume_exactly(tmp_path, tiny_weights,
     assert [e["experience"] for e in ref["memory"]] == [1, 2]
     for e in ref["memory"]:
         assert 0 < e["entries"] <= 48 and -1 <= e["staleness_cos_min"] <= e["staleness_cos"] <= 1
-        assert e["mean_age_steps"] > 0
+        assert e["mean_age_steps"] > 0 and e["epochs_cos"] == [e["staleness_cos"]]  # 1 epoch
     off = run(_memory_cfg(tmp_path / "off", tiny_weights, size=0))
     assert off["memory"] == [] and off["matrices"]["P"] != ref["matrices"]["P"]
 

@@ -104,7 +104,8 @@ class MemoryMixin:
 
     Call ``init_memory`` in ``__init__``; in ``before_backward`` take ``memory_view`` before
     the loss and ``memory_push`` after it. The queue is emptied at the start of each
-    experience; at its end the plugin measures the staleness of the entries (``memory_log``)
+    experience; at the end of each epoch the plugin measures the staleness of the entries
+    (``memory_log``: per experience, the last epoch's figures and every epoch's mean cosine)
     unless ``measure_staleness`` is off.
     """
 
@@ -116,6 +117,7 @@ class MemoryMixin:
         self.memory_log: list = []
         self.measure_staleness = True
         self._memory_batch = None
+        self._epochs: list = []
 
     def memory_view(self, strategy, teacher_feats: torch.Tensor) -> Optional[MemoryView]:
         """The entries this batch uses, or None (no memory, still warming up, or empty)."""
@@ -140,16 +142,23 @@ class MemoryMixin:
     def before_training_exp(self, strategy, **kwargs):
         super().before_training_exp(strategy, **kwargs)
         self.memory.reset()
+        self._epochs: list = []
+
+    def after_training_epoch(self, strategy, **kwargs):
+        if self.memory.size and self.measure_staleness and len(self.memory):
+            self._epochs.append(self.staleness(strategy))
+        super().after_training_epoch(strategy, **kwargs)
 
     def after_training_exp(self, strategy, **kwargs):
-        if self.memory.size and self.measure_staleness and len(self.memory):
-            self.memory_log.append(self.staleness(strategy))
+        if self._epochs:  # the last epoch's figures, and each epoch's mean cosine
+            self.memory_log.append({**self._epochs[-1],
+                                    "epochs_cos": [e["staleness_cos"] for e in self._epochs]})
         super().after_training_exp(strategy, **kwargs)
 
     @torch.no_grad()
     def staleness(self, strategy) -> dict:
-        """Per experience: the mean (and lowest) cosine between each entry's stored student
-        feature and the one the encoder gives now (eval mode), and the entries' mean age."""
+        """The mean (and lowest) cosine between each entry's stored student feature and the
+        one the encoder gives now (eval mode), and the entries' mean age in steps."""
         from torch.utils.data import DataLoader, Subset
 
         from .teacher import as_features, get_encoder
