@@ -103,3 +103,12 @@ def test_k_too_large_for_the_batch_is_a_config_error(capsys, tmp_path):
     code, _, err = _run(["run", "--strategy", "fda", "--set", "strategy.k=100",
                          "--out", str(tmp_path)], capsys)
     _one_line_error(code, err, "strategy.k", "k=100", "64")
+
+
+def test_python_m_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "proxyfda_cl", "list"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "proxy_fda" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "proxyfda_cl", "leaderboard", "/no/such/dir"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

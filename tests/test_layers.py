@@ -30,7 +30,7 @@ LAYER_OF = {
     "proxyfda_cl.runner": "run", "proxyfda_cl.session": "run", "proxyfda_cl.sweep": "run",
     "proxyfda_cl.ray_engine": "run",
     "proxyfda_cl.tools": "tools",
-    "proxyfda_cl.cli": "cli", "proxyfda_cl.commands": "cli",
+    "proxyfda_cl.cli": "cli", "proxyfda_cl.commands": "cli", "proxyfda_cl.__main__": "cli",
 }
 
 #: layer -> the other layers it may import from (docs/DESIGN.md, "Layers").

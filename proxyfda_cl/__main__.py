@@ -1,0 +1,4 @@
+"""``python -m proxyfda_cl``: the ``proxyfda-cl`` command."""
+from .cli import main
+
+raise SystemExit(main())
