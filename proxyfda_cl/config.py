@@ -21,6 +21,7 @@ import yaml
 
 from .coercion import coerce, parse_scalar
 from .errors import ConfigError
+from .results import STRATEGY_REVISIONS
 
 
 @dataclass
@@ -130,6 +131,8 @@ class RunConfig:
         for (section, key), neutral in ID_NEUTRAL.items():
             if key in d[section] and d[section][key] == neutral:
                 del d[section][key]
+        if self.strategy.name in STRATEGY_REVISIONS:
+            d["strategy"]["revision"] = STRATEGY_REVISIONS[self.strategy.name]
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

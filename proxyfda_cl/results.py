@@ -55,6 +55,19 @@ LEGACY_DEFAULTS = {
 }
 
 
+#: Strategies whose computation at a given setting changed: the revision joins the run id (so
+#: a sweep does not take an older run for a new one) and the record's hyper-parameters, and
+#: the leaderboard labels older runs apart. Proxy-FDA 2: each proxy's own boundary (0.2.0).
+STRATEGY_REVISIONS = {"proxy_fda": 2}
+
+
+def revision_suffix(hp: dict) -> str:
+    """`` [rev N]`` for a record of an older revision of its strategy, else ``""``."""
+    current = STRATEGY_REVISIONS.get(hp["strategy"], 1)
+    rev = hp.get("revision", 1)
+    return "" if rev == current else f" [rev {rev}]"
+
+
 def record_name(cfg_dict: dict, run_id: str) -> str:
     """File name of a run's record: benchmark, strategy, seed and id."""
     bench = str(cfg_dict["benchmark"]["name"]).replace("/", "_").replace(":", "_")

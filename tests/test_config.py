@@ -43,7 +43,9 @@ def test_hyperparameters_name_what_differs_from_the_defaults():
     hp = hyperparameters(cfg.strategy.name, cfg.strategy.params)
     assert hp["strategy"] == "fda" and hp["non_default"] == ["k"]
     assert hp["values"] == {**strategy_defaults("fda"), "k": 16}
-    assert hyperparameters("naive", {}) == {"strategy": "naive", "values": {}, "non_default": []}
+    assert hyperparameters("naive", {}) == {"strategy": "naive", "values": {}, "non_default": [],
+                                            "revision": 1}
+    assert hyperparameters("proxy_fda", {})["revision"] == 2
 
 
 def test_numbers_written_as_text_are_numbers():

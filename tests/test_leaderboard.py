@@ -232,7 +232,8 @@ def test_records_written_before_hyperparameters_still_load(capsys):
     old, problems = read_results(OLD)
     assert problems == [] and len(old) == 2 and not any("hyperparameters" in r for r in old)
     rows = leaderboard(old)
-    assert sorted(r["strategy"] for r in rows) == ["fda", "proxy_fda"]
+    # Proxy-FDA's loss changed in 0.2.0 (revision 2): its older runs are labelled apart
+    assert sorted(r["strategy"] for r in rows) == ["fda", "proxy_fda [rev 1]"]
     assert all(r["delta_lp_mean"] is not None for r in rows)
     changed = {**old[0], "config": {**old[0]["config"],
                                     "strategy": {**old[0]["config"]["strategy"], "k": 16}}}
@@ -244,7 +245,18 @@ def test_records_written_before_hyperparameters_still_load(capsys):
     row = next(r for r in leaderboard(old + [new]) if r["strategy"] == "fda")
     assert row["n_seeds"] == 2 and row["seeds"] == [0, 1]
     assert cli.main(["leaderboard", str(OLD)]) == 0
-    assert "| proxy_fda (collapsed: 1 of 1 seeds) |" in capsys.readouterr().out
+    assert "| proxy_fda [rev 1] (collapsed: 1 of 1 seeds) |" in capsys.readouterr().out
+
+
+def test_a_changed_strategy_gets_new_run_ids_and_the_others_keep_theirs():
+    """A sweep must not take a Proxy-FDA run of 0.1.0 for one of today's (its loss changed),
+    and must keep finding every other strategy's earlier runs."""
+    from proxyfda_cl.config import from_dict
+
+    old, _ = read_results(OLD)
+    by_name = {r["config"]["strategy"]["name"]: r for r in old}
+    assert from_dict(by_name["fda"]["config"]).id == by_name["fda"]["id"]
+    assert from_dict(by_name["proxy_fda"]["config"]).id != by_name["proxy_fda"]["id"]
 
 
 def test_distances_of_the_last_experience_collapsed_runs_and_random_init_are_shown():

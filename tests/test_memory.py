@@ -113,6 +113,15 @@ def test_memory_is_a_fifo_queue_that_excludes_the_batch_and_leaves_checkpoints()
         FeatureMemory(-1)
 
 
+def test_a_sample_drawn_twice_in_one_batch_takes_one_slot():
+    mem = FeatureMemory(8)
+    feats = torch.eye(4)
+    mem.enqueue(feats, feats, torch.arange(4), torch.tensor([7, 3, 7, 5]))
+    student, indices, _ = mem.entries()
+    assert len(mem) == 3 and sorted(indices.tolist()) == [3, 5, 7]
+    assert float(student[indices == 7][0][2]) == 1.0  # the last copy (row 2) is kept
+
+
 def test_a_sample_enqueued_again_keeps_only_its_freshest_entry():
     mem = FeatureMemory(6)
     feats = torch.eye(4)

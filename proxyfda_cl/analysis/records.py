@@ -7,7 +7,7 @@ import logging
 import math
 from typing import Any, Optional
 
-from ..results import hyperparameters
+from ..results import hyperparameters, revision_suffix
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,14 @@ def record_key(rec: dict) -> tuple[str, str]:
 
 def strategy_label(rec: dict) -> str:
     """``name`` or ``name(key=value, ...)`` for the hyper-parameters the record marks as not at
-    their default (``results.hyperparameters``)."""
+    their default (``results.hyperparameters``), with `` [rev N]`` for a run of an older
+    revision of the strategy (``results.STRATEGY_REVISIONS``)."""
     hp = hyperparameters(rec)
     if not hp["non_default"]:
-        return hp["strategy"]
+        return hp["strategy"] + revision_suffix(hp)
     return (f"{hp['strategy']}("
-            + ", ".join(f"{k}={hp['values'].get(k)}" for k in sorted(hp["non_default"])) + ")")
+            + ", ".join(f"{k}={hp['values'].get(k)}" for k in sorted(hp["non_default"])) + ")"
+            + revision_suffix(hp))
 
 
 def describe(rec: Any) -> str:

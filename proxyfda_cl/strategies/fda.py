@@ -11,7 +11,7 @@ for the others. Computed for the whole batch as one B x B operation.
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F

@@ -74,6 +74,12 @@ class FeatureMemory:
             self.labels = torch.zeros(self.size, dtype=torch.long, device=dev)
             self.indices = torch.full((self.size,), -1, dtype=torch.long, device=dev)
             self.steps = torch.zeros(self.size, dtype=torch.long, device=dev)
+        order = indices.tolist()  # the sampler's indices live on the host
+        last = {i: p for p, i in enumerate(order)}
+        if len(last) < len(order):  # a sample drawn twice in the batch: keep its last copy
+            keep = torch.tensor(sorted(last.values()))
+            t, s = t[keep.to(t.device)], s[keep.to(t.device)]
+            labels, indices = labels[keep.to(labels.device)], indices[keep.to(indices.device)]
         n = min(t.shape[0], self.size)
         indices = indices[-n:].to(t.device)
         self.indices[torch.isin(self.indices, indices)] = -1  # one entry per sample
@@ -165,15 +171,16 @@ class MemoryMixin:
 
         student, indices, steps = self.memory.entries()
         encoder = get_encoder(strategy.model, self.encoder_attr)
-        was_training = encoder.training
+        modes = {m: m.training for m in encoder.modules()}
         encoder.eval()
-        try:
+        try:  # its own generator: the pass draws nothing from the global RNG
             loader = DataLoader(Subset(strategy.adapted_dataset, indices.tolist()),
-                                batch_size=strategy.eval_mb_size)
+                                batch_size=strategy.eval_mb_size, generator=torch.Generator())
             now = torch.cat([as_features(encoder(batch[0].to(strategy.device))).float()
                              for batch in loader])
         finally:
-            encoder.train(was_training)
+            for m, mode in modes.items():
+                m.training = mode
         cos = (F.normalize(now, dim=1) * student.to(now.device)).sum(1)
         return {"experience": int(strategy.experience.current_experience) + 1, "entries": len(cos),
                 "staleness_cos": float(cos.mean()), "staleness_cos_min": float(cos.min()),

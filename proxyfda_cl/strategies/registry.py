@@ -18,6 +18,7 @@ from typing import Any, Callable
 from ..coercion import coerce
 from ..errors import ConfigError
 from ..registry import Registry
+from ..results import STRATEGY_REVISIONS
 
 STRATEGIES: Registry[Callable[..., "StrategyRecipe"]] = Registry("strategy", "strategy.name")
 
@@ -71,11 +72,13 @@ def resolve_params(name: str, params: dict) -> dict:
 def hyperparameters(name: str, params: dict) -> dict:
     """What a run record keeps of strategy ``name``'s hyper-parameters, so that analysis reads
     them without the registry: ``{"strategy": name, "values": every hyper-parameter resolved,
-    "non_default": sorted names of those that differ from the defaults}``."""
+    "non_default": sorted names of those that differ from the defaults, "revision": the
+    strategy's revision (``results.STRATEGY_REVISIONS``)}``."""
     defaults = strategy_defaults(name)
     values = resolve_params(name, params)
     return {"strategy": name, "values": values,
-            "non_default": sorted(k for k, v in values.items() if v != defaults[k])}
+            "non_default": sorted(k for k, v in values.items() if v != defaults[k]),
+            "revision": STRATEGY_REVISIONS.get(name, 1)}
 
 
 def build_strategy(name: str, params: dict) -> StrategyRecipe:
