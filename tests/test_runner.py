@@ -17,7 +17,8 @@ def test_two_experience_run_gives_a_valid_record(tmp_path, tiny_weights):
     disk = read_record(path)
     assert disk["status"] == "complete" and disk["id"] == cfg.id
     assert disk["config"]["strategy"]["name"] == "naive" and disk["config"]["seed"] == 0
-    assert disk["hyperparameters"] == {"strategy": "naive", "values": {}, "non_default": []}
+    assert disk["hyperparameters"] == {"strategy": "naive", "values": {}, "non_default": [],
+                                      "revision": 1}
     m = disk["matrices"]
     assert m["R_columns"] == ["concept:shape[0:3]", "digits[0:4]"]
     assert m["P_columns"] == ["concept:shape[0:3]", "digits[0:4]", "concept:colour[0:3]"]
