@@ -197,7 +197,7 @@ class FDAPlugin(MemoryMixin, TeacherPlugin):
         tau, bias = self.temperature.values(strategy.device)
         reg = fda_loss(feats, teacher_feats, k, tau, bias, neg_weight=self.neg_weight,
                        eps=self.eps, boundary=self.boundary,
-                       memory=self.memory_view(strategy, teacher_feats))
+                       memory=self.memory_view())
         self.memory_push(strategy, teacher_feats, feats)
         self.last_loss = reg.detach()
         strategy.loss = strategy.loss + self.lam * reg

@@ -104,12 +104,11 @@ class FeatureMemory:
         return self.student[keep], self.indices[keep], self.steps[keep]
 
 
-
 class MemoryMixin:
     """The cross-batch memory of a ``TeacherPlugin`` (FDA, Proxy-FDA).
 
     Call ``init_memory`` in ``__init__``; in ``before_backward`` take ``memory_view`` before
-    the loss and ``memory_push`` after it. The queue is emptied at the start of each
+    the loss and ``memory_push`` after it (both read the batch's ``batch_indices``). The queue is emptied at the start of each
     experience; at the end of each epoch the plugin measures the staleness of the entries
     (``memory_log``: per experience, the last epoch's figures and every epoch's mean cosine)
     unless ``measure_staleness`` is off.
@@ -122,28 +121,24 @@ class MemoryMixin:
         self.memory_warmup = int(memory_warmup)
         self.memory_log: list = []
         self.measure_staleness = True
-        self._memory_batch = None
         self._epochs: list = []
 
-    def memory_view(self, strategy, teacher_feats: torch.Tensor) -> Optional[MemoryView]:
-        """The entries this batch uses, or None (no memory, still warming up, or empty)."""
+    def memory_view(self) -> Optional[MemoryView]:
+        """The entries this batch uses, or None (no memory, still empty, or warming up)."""
         if self.memory.size == 0:
             return None
-        indices = self.batch_indices
-        if indices is None:
+        if self.batch_indices is None:
             raise RuntimeError(f"{type(self).__name__}: memory_size needs the dataset indices of "
                                "each batch, which the suite's batch sampler reports; run it "
                                "through a strategy recipe, or set memory_size=0")
-        self._memory_batch = indices
-        if self.memory.step == 0 or self.memory.step < self.memory_warmup:
+        if self.memory.step < max(1, self.memory_warmup):
             return None
-        view = self.memory.view(indices)
-        return MemoryView(*(v.to(teacher_feats.device) for v in view))
+        return self.memory.view(self.batch_indices)
 
     def memory_push(self, strategy, teacher_feats: torch.Tensor, feats: torch.Tensor) -> None:
         """Enqueue the batch after its loss was computed."""
         if self.memory.size:
-            self.memory.enqueue(teacher_feats, feats, strategy.mb_y, self._memory_batch)
+            self.memory.enqueue(teacher_feats, feats, strategy.mb_y, self.batch_indices)
 
     def before_training_exp(self, strategy, **kwargs):
         super().before_training_exp(strategy, **kwargs)
@@ -185,4 +180,6 @@ class MemoryMixin:
         return {"experience": int(strategy.experience.current_experience) + 1, "entries": len(cos),
                 "staleness_cos": float(cos.mean()), "staleness_cos_min": float(cos.min()),
                 "mean_age_steps": float((self.memory.step - steps).float().mean())}
+
+
 __all__ = ["FeatureMemory", "MemoryMixin", "MemoryView"]

@@ -227,7 +227,7 @@ class ProxyFDAPlugin(MemoryMixin, TeacherPlugin):
         out = proxy_fda_loss(feats, teacher_feats, gen, k, tau, bias, alpha=self.alpha,
                              gamma_scale=self.gamma_scale, neg_weight=self.neg_weight, eps=self.eps,
                              boundary=self.boundary,
-                             memory=self.memory_view(strategy, teacher_feats))
+                             memory=self.memory_view())
         self.memory_push(strategy, teacher_feats, feats)
         strategy.loss = strategy.loss + self.lam * out.fda
         self.gen_optimizer.zero_grad(set_to_none=True)

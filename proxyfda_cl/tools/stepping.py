@@ -79,27 +79,26 @@ class FixedBatchIndices(BatchSamplerPlugin):
         self.current_indices = None  # keep the strategy's own dataloader
 
     def before_training_iteration(self, strategy, *args, **kwargs) -> None:
-        self.current_indices = torch.arange(len(strategy.mb_y))
+        self.current_indices = self.indices(len(strategy.mb_y))
         self.report_batch(strategy)
 
+    def indices(self, b: int) -> torch.Tensor:
+        """The dataset indices reported for a minibatch of ``b`` samples."""
+        return torch.arange(b)
 
-class RollingBatchIndices(BatchSamplerPlugin):
+
+class RollingBatchIndices(FixedBatchIndices):
     """Reports each step's fixed minibatch as new dataset indices (``sB..sB+B-1`` at step
     ``s``), as distinct samples of a large dataset, so a cross-batch memory fills with
     entries none of which the batch holds (the state of a long experience)."""
 
     def __init__(self, teachers: list) -> None:
-        super().__init__(kind="random", teachers=teachers)
+        super().__init__(teachers)
         self._step = 0
 
-    def before_training_exp(self, strategy, *args, **kwargs) -> None:
-        self.current_indices = None  # keep the strategy's own dataloader
-
-    def before_training_iteration(self, strategy, *args, **kwargs) -> None:
-        b = len(strategy.mb_y)
-        self.current_indices = torch.arange(self._step * b, (self._step + 1) * b)
+    def indices(self, b: int) -> torch.Tensor:
         self._step += 1
-        self.report_batch(strategy)
+        return torch.arange((self._step - 1) * b, self._step * b)
 
 
 def split_variant(name: str) -> tuple:
