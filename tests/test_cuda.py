@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from proxyfda_cl import session
 from proxyfda_cl.config import from_dict
 from proxyfda_cl.results import read_record
 from proxyfda_cl.runner import checkpoint_dir, record_path, run
 from tests.conftest import small_config_dict
+from tests.test_resume import Interrupt, _trained_experiences
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -167,41 +167,20 @@ def test_teacher_cache_on_gpu_matches_live_features():
 
 # --- resume across devices -------------------------------------------------------------
 
-class Interrupt(Exception):
-    """Stands for a crash in the middle of training."""
-
-
-def _crash_in_second_experience(monkeypatch):
-    log = []
-
-    class Spy(session.StepTimerPlugin):
-        def before_training_exp(self, strategy, **kwargs):
-            super().before_training_exp(strategy, **kwargs)
-            log.append(strategy.experience.current_experience)
-
-        def after_training_iteration(self, strategy, **kwargs):
-            super().after_training_iteration(strategy, **kwargs)
-            if crash[0] and strategy.experience.current_experience == 1:
-                raise Interrupt("killed mid-experience")
-
-    crash = [True]
-    monkeypatch.setattr(session, "StepTimerPlugin", Spy)
-    return log, crash
-
-
 def test_resume_on_the_gpu_and_across_devices(tmp_path, monkeypatch):
-    log, crash = _crash_in_second_experience(monkeypatch)
     cfg = _cfg(tmp_path / "gpu", strategy="proxy_fda")
-    with pytest.raises(Interrupt):
-        run(cfg)
+    with monkeypatch.context() as m:
+        _trained_experiences(m, crash_in=1)
+        with pytest.raises(Interrupt):
+            run(cfg)
     ckpt = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt["device"].startswith(DEV) and len(ckpt["state"]["R"]) == 1
 
     # the same device: resumes after the first experience
-    crash[0] = False
-    log.clear()
     events = []
-    rec = run(cfg, keep_checkpoints=True, on_event=events.append)
+    with monkeypatch.context() as m:
+        log = _trained_experiences(m)
+        rec = run(cfg, keep_checkpoints=True, on_event=events.append)
     assert log == [1], events
     assert any(e.startswith("resuming after experience 1") for e in events), events
     assert rec["status"] == "complete" and read_record(record_path(cfg))["status"] == "complete"
@@ -213,18 +192,17 @@ def test_resume_on_the_gpu_and_across_devices(tmp_path, monkeypatch):
     for first_gpu in (True, False):
         out = tmp_path / f"auto-{first_gpu}"
         cfg = _cfg(out, strategy="naive", device="auto")
-        crash[0] = True
         with monkeypatch.context() as m:
+            _trained_experiences(m, crash_in=1)
             if not first_gpu:
                 m.setattr(torch.cuda, "is_available", lambda: False)
             with pytest.raises(Interrupt):
                 run(cfg)
         ckpt = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=False)
         assert ckpt["device"].startswith("cuda") == first_gpu
-        crash[0] = False
-        log.clear()
         events = []
         with monkeypatch.context() as m:
+            log = _trained_experiences(m)
             if first_gpu:
                 m.setattr(torch.cuda, "is_available", lambda: False)
             rec = run(cfg, on_event=events.append)
