@@ -118,7 +118,8 @@ def proxy_fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, generator: 
     # without a memory), so its cost does not grow with the memory.
     n_gen = teacher_feats.shape[0] - 1
     o_gen = order[:, :n_gen]
-    rows = cand.detach()[o_gen]
+    gen_rows = cand[o_gen]  # [B, n_gen, D]; gradients reach the batch's rows
+    rows = gen_rows.detach()
     g = generator.projection.dtype
     a_pos, a_neg = generator.pool_both(rows.to(g), s[:, :n_gen].detach().to(g),
                                        w[:, :n_gen].to(g), k)
@@ -128,7 +129,7 @@ def proxy_fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, generator: 
 
     # Proxies P = A X (A detached) of the student's features.
     pool, n_pos = pool_g.detach(), a_pos.shape[1]
-    cos_p = torch.einsum("bd,bpd->bp", x, F.normalize(pool @ cand[o_gen], dim=-1))
+    cos_p = torch.einsum("bd,bpd->bp", x, F.normalize(pool @ gen_rows, dim=-1))
     w_p = torch.einsum("bpn,bn->bp", pool, w[:, :n_gen])
     b_i = anchor_bias(bias, tau, boundary, teacher_feats, order, k, t_mem)
     if boundary == "teacher":
