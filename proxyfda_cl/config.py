@@ -37,9 +37,13 @@ class StrategyConfig:
 
 @dataclass
 class BenchmarkConfig:
-    """A named benchmark, or a stream spelled out inline with ``experiences`` and ``probes``."""
+    """A named benchmark, or a stream spelled out inline with ``experiences`` and ``probes``.
 
-    name: str = "demo"
+    ``name`` left out: ``demo`` for no inline stream, else the stream's own label (its
+    experiences joined by ``+``), so an inline stream is never labelled ``demo``.
+    """
+
+    name: Optional[str] = None
     experiences: Optional[list] = None
     probes: Optional[list] = None
     root: str = "~/.cache/proxyfda_cl/data"
@@ -75,7 +79,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     schedule: str = "constant"
-    grad_clip: Optional[float] = None
+    grad_clip: Optional[float] = 1.0  # the LDIFS protocol's; None: no clipping
     sampler: str = "auto"
     classes_per_batch: int = 16
     samples_per_class: int = 4
@@ -202,6 +206,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     from .strategies.registry import resolve_params  # here: reading a config needs no torch
 
     cfg.strategy.params = resolve_params(cfg.strategy.name, cfg.strategy.params)
+    if cfg.benchmark.name is None:  # see BenchmarkConfig
+        cfg.benchmark.name = "+".join(map(str, cfg.benchmark.experiences or [])) or "demo"
     for where, allowed in CHOICES.items():
         value = _get(cfg, where)
         if value not in allowed:

@@ -1,6 +1,6 @@
 """Plugins the runner adds to every strategy: LR schedule, gradient clipping, bf16 autocast,
-step timing, head initialisation, frozen BatchNorm statistics and a divergence guard. Each
-works inside any Avalanche strategy."""
+step timing, head initialisation, frozen BatchNorm statistics and a divergence guard (the
+regulariser's gradient ratio is in grad_ratio.py). Each works inside any Avalanche strategy."""
 from __future__ import annotations
 
 import contextlib
@@ -269,9 +269,11 @@ class DivergenceGuardPlugin(SupervisedPlugin):
     each epoch. Add it after every plugin that adds to the loss.
     """
 
-    def __init__(self, *, lr: float, check_every: int = 25, hint: str = "") -> None:
+    def __init__(self, *, lr: float, check_every: int = 25, hint: str = "",
+                 grad_clip: float | None = None) -> None:
         super().__init__()
         self.lr, self.check_every, self.hint = lr, check_every, hint
+        self.grad_clip = grad_clip
         self._flags: list = []  # device booleans of the steps not read yet
         self._read = 0  # steps of this experience already read
 
@@ -298,6 +300,8 @@ class DivergenceGuardPlugin(SupervisedPlugin):
             return
         exp = strategy.clock.train_exp_counter + 1
         step = first + int(bad.nonzero()[0]) + 1
+        clip = ("set train.grad_clip" if self.grad_clip is None
+                else f"lower train.grad_clip (now {self.grad_clip:g})")
         raise DivergedError(f"training diverged: the loss became non-finite in experience {exp} "
                             f"at step {step}; lower train.lr (now {self.lr:g})"
-                            f"{self.hint}, or set train.grad_clip")
+                            f"{self.hint}, or {clip}")
