@@ -232,30 +232,32 @@ def test_records_written_before_hyperparameters_still_load(capsys):
     old, problems = read_results(OLD)
     assert problems == [] and len(old) == 2 and not any("hyperparameters" in r for r in old)
     rows = leaderboard(old)
-    # Proxy-FDA's loss changed in 0.2.0 (revision 2): its older runs are labelled apart
-    assert sorted(r["strategy"] for r in rows) == ["fda", "proxy_fda [rev 1]"]
+    # Proxy-FDA's loss changed in 0.2.0 (revision 2) and both got the gradient bound in 0.3.0
+    # (FDA revision 2, Proxy-FDA revision 3): their older runs are labelled apart
+    assert sorted(r["strategy"] for r in rows) == ["fda [rev 1]", "proxy_fda [rev 1]"]
     assert all(r["delta_lp_mean"] is not None for r in rows)
     changed = {**old[0], "config": {**old[0]["config"],
                                     "strategy": {**old[0]["config"]["strategy"], "k": 16}}}
-    assert record_key(changed) == ("demo", "fda(k=16)")
-    # an old record and a new one of the same settings share a row
+    assert record_key(changed) == ("demo", "fda(k=16) [rev 1]")
+    # an old record and a new one of the same settings and revision share a row
     new = {**old[0], "config": {**old[0]["config"], "seed": 1}, "id": "new"}
     strategy = dict(new["config"]["strategy"])
-    new["hyperparameters"] = hyperparameters(strategy.pop("name"), strategy)
-    row = next(r for r in leaderboard(old + [new]) if r["strategy"] == "fda")
+    new["hyperparameters"] = {**hyperparameters(strategy.pop("name"), strategy), "revision": 1}
+    new["hyperparameters"]["values"].pop("max_grad_ratio")  # 0.2.0's fda had no bound
+    row = next(r for r in leaderboard(old + [new]) if r["strategy"] == "fda [rev 1]")
     assert row["n_seeds"] == 2 and row["seeds"] == [0, 1]
     assert cli.main(["leaderboard", str(OLD)]) == 0
     assert "| proxy_fda [rev 1] (collapsed: 1 of 1 seeds) |" in capsys.readouterr().out
 
 
-def test_a_changed_strategy_gets_new_run_ids_and_the_others_keep_theirs():
-    """A sweep must not take a Proxy-FDA run of 0.1.0 for one of today's (its loss changed),
-    and must keep finding every other strategy's earlier runs."""
+def test_a_changed_strategy_gets_new_run_ids():
+    """A sweep must not take an FDA or Proxy-FDA run of 0.1.0 for one of today's (their loss
+    changed); the other strategies' ids are checked on the shipped suites (test_sweep)."""
     from proxyfda_cl.config import from_dict
 
     old, _ = read_results(OLD)
     by_name = {r["config"]["strategy"]["name"]: r for r in old}
-    assert from_dict(by_name["fda"]["config"]).id == by_name["fda"]["id"]
+    assert from_dict(by_name["fda"]["config"]).id != by_name["fda"]["id"]
     assert from_dict(by_name["proxy_fda"]["config"]).id != by_name["proxy_fda"]["id"]
 
 
@@ -268,6 +270,8 @@ def test_distances_of_the_last_experience_collapsed_runs_and_random_init_are_sho
             {"experience": 2, "dataset": "t0", "l2": 0.2, "otdd": 0.4, "knn_overlap": knn},
             {"experience": 2, "dataset": "p", "l2": 0.4, "otdd": 0.6, "knn_overlap": knn}]
         r["collapsed"] = [2] if seed == 1 else []
+        r["warnings"] = ["experience 1: the regulariser's gradient was 37x the task loss's"] \
+            if seed == 0 else []
         recs.append(r)
     rnd = make_record(strat="naive")
     rnd["config"]["backbone"] = {"name": "timm:vit_small_patch16_224", "weights": "random"}
@@ -275,6 +279,7 @@ def test_distances_of_the_last_experience_collapsed_runs_and_random_init_are_sho
     row = rows["fda"]
     assert row["l2_mean"] == pytest.approx(0.3) and row["otdd_mean"] == pytest.approx(0.5)
     assert row["knn_overlap_mean"] == pytest.approx(0.7) and row["n_collapsed"] == 1
+    assert row["n_warned"] == 1
     assert "naive [random init]" in rows
     md = to_markdown(list(rows.values()))
-    assert "fda (collapsed: 1 of 2 seeds)" in md and "70.00 ± 14.14" in md and "0.300" in md
+    assert "fda (collapsed: 1 of 2 seeds) (warnings: 1 of 2 seeds)" in md and "70.00 ± 14.14" in md and "0.300" in md

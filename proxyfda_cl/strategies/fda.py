@@ -16,8 +16,8 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
-from .common import (BOUNDARIES, NEG_WEIGHTS, SigmoidTemperature, as_float, batch_k,
-                     check_common)
+from .common import (BOUNDARIES, NEG_WEIGHTS, BoundedMixin, SigmoidTemperature, as_float,
+                     batch_k, check_common)
 from .memory import MemoryMixin, MemoryView
 from .registry import StrategyRecipe, register_strategy
 from .teacher import Teacher, TeacherPlugin
@@ -150,7 +150,7 @@ def fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, k: int = 8, tau: 
     return sigmoid_terms(w, cos, tau, b).mean()
 
 
-class FDAPlugin(MemoryMixin, TeacherPlugin):
+class FDAPlugin(BoundedMixin, MemoryMixin, TeacherPlugin):
     """Adds ``lam * fda_loss(student, teacher)`` to the strategy loss (METHOD.md "FDA").
 
     With ``learnable_temperature`` the plugin learns ``log(1/tau)`` and ``b`` as SigLIP does,
@@ -171,6 +171,8 @@ class FDAPlugin(MemoryMixin, TeacherPlugin):
         teacher_cache_mb: cache teacher features by dataset index (see ``TeacherPlugin``).
         memory_size: entries of the cross-batch memory (0: the batch alone; see ``memory``).
         memory_warmup: steps of each experience before the memory is used.
+        max_grad_ratio: bound on the term's gradient at the student features, as a multiple
+            of the task loss's (``GradientBound``; 0: none).
     """
 
     def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
@@ -178,11 +180,12 @@ class FDAPlugin(MemoryMixin, TeacherPlugin):
                  learnable_temperature: bool = False, temp_lr: float = 1e-3,
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
                  teacher_cache_mb: float = 0.0, memory_size: int = 0,
-                 memory_warmup: int = 0) -> None:
+                 memory_warmup: int = 0, max_grad_ratio: float = 0.0) -> None:
         check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
         super().__init__(teacher=teacher, encoder_attr=encoder_attr,
                          teacher_cache_mb=teacher_cache_mb)
         self.init_memory(memory_size, memory_warmup)
+        self.init_bound(max_grad_ratio)
         self.lam, self.k, self.neg_weight, self.eps = lam, k, neg_weight, eps
         self.boundary = boundary
         self.temperature = SigmoidTemperature(tau, bias, learnable=learnable_temperature, lr=temp_lr)
@@ -200,7 +203,7 @@ class FDAPlugin(MemoryMixin, TeacherPlugin):
                        memory=self.memory_view())
         self.memory_push(strategy, teacher_feats, feats)
         self.last_loss = reg.detach()
-        strategy.loss = strategy.loss + self.lam * reg
+        strategy.loss = strategy.loss + self.bounded(strategy, self.lam * reg, feats)
 
     def after_update(self, strategy, **kwargs):
         self.temperature.step()
@@ -211,7 +214,7 @@ def fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 0.0,
         neg_weight: str = "constant", boundary: str = "teacher",
         learnable_temperature: bool = False, temp_lr: float = 1e-3,
         teacher: str = "previous", teacher_cache_mb: float = 256.0, memory_size: int = 0,
-        memory_warmup: int = 0) -> StrategyRecipe:
+        memory_warmup: int = 0, max_grad_ratio: float = 1.0) -> StrategyRecipe:
     """FDA on hard-mined class-balanced batches (METHOD.md "FDA").
 
     Shipped defaults (docs/benchmarks.md, "FDA's boundary and temperature"): the sigmoid's
@@ -223,5 +226,5 @@ def fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 0.0,
     plugin = FDAPlugin(lam=lam, k=k, tau=tau, bias=bias, neg_weight=neg_weight, boundary=boundary,
                        learnable_temperature=learnable_temperature, temp_lr=temp_lr, teacher=teacher,
                        teacher_cache_mb=teacher_cache_mb, memory_size=memory_size,
-                       memory_warmup=memory_warmup)
+                       memory_warmup=memory_warmup, max_grad_ratio=max_grad_ratio)
     return StrategyRecipe(plugins=[plugin], sampler="hard")

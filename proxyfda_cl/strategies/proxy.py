@@ -28,7 +28,7 @@ from typing import NamedTuple, Optional, Union
 import torch
 import torch.nn.functional as F
 
-from .common import SigmoidTemperature, as_float, batch_k, check_common
+from .common import BoundedMixin, SigmoidTemperature, as_float, batch_k, check_common
 from .fda import anchor_bias, sigmoid_terms, teacher_graph, teacher_margin, with_memory
 from .memory import MemoryMixin, MemoryView
 from .proxy_generator import ProxyGenerator
@@ -150,7 +150,7 @@ def proxy_fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, generator: 
     return ProxyFDAOutput(fda, proxy)
 
 
-class ProxyFDAPlugin(MemoryMixin, TeacherPlugin):
+class ProxyFDAPlugin(BoundedMixin, MemoryMixin, TeacherPlugin):
     """Adds ``lam * Proxy-FDA`` to the strategy loss and trains the proxy generator.
 
     The generator (built at the first minibatch, when D is known, on the features' device) is
@@ -173,6 +173,7 @@ class ProxyFDAPlugin(MemoryMixin, TeacherPlugin):
         teacher: ``previous`` | ``pretrained`` | a ``Teacher``.
         teacher_cache_mb: cache teacher features by dataset index (see ``TeacherPlugin``).
         memory_size, memory_warmup: the cross-batch memory, as in ``FDAPlugin``.
+        max_grad_ratio: the gradient bound, as in ``FDAPlugin``.
     """
 
     def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
@@ -182,7 +183,7 @@ class ProxyFDAPlugin(MemoryMixin, TeacherPlugin):
                  temp_lr: float = 1e-3, seed: Optional[int] = None,
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
                  teacher_cache_mb: float = 0.0, memory_size: int = 0,
-                 memory_warmup: int = 0) -> None:
+                 memory_warmup: int = 0, max_grad_ratio: float = 0.0) -> None:
         check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
         for key, value, ok, rule in (("n_pos", n_pos, n_pos >= 1, ">= 1"),
                                      ("n_neg", n_neg, n_neg >= 1, ">= 1"),
@@ -199,6 +200,7 @@ class ProxyFDAPlugin(MemoryMixin, TeacherPlugin):
         self.gen_lr, self.seed = gen_lr, seed
         self.temperature = SigmoidTemperature(tau, bias, learnable=learnable_temperature, lr=temp_lr)
         self.init_memory(memory_size, memory_warmup)
+        self.init_bound(max_grad_ratio)
         self.generator: Optional[ProxyGenerator] = None
         self.gen_optimizer: Optional[torch.optim.Optimizer] = None
         self.last_loss = self.last_proxy_loss = None
@@ -230,7 +232,7 @@ class ProxyFDAPlugin(MemoryMixin, TeacherPlugin):
                              boundary=self.boundary,
                              memory=self.memory_view())
         self.memory_push(strategy, teacher_feats, feats)
-        strategy.loss = strategy.loss + self.lam * out.fda
+        strategy.loss = strategy.loss + self.bounded(strategy, self.lam * out.fda, feats)
         self.gen_optimizer.zero_grad(set_to_none=True)
         out.proxy.backward()
         self.gen_optimizer.step()
@@ -247,7 +249,7 @@ def proxy_fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 
               gamma_scale: float = 1.0, neg_weight: str = "constant", boundary: str = "teacher",
               learnable_temperature: bool = False, temp_lr: float = 1e-3, teacher: str = "previous",
               teacher_cache_mb: float = 256.0, memory_size: int = 0,
-              memory_warmup: int = 0) -> StrategyRecipe:
+              memory_warmup: int = 0, max_grad_ratio: float = 1.0) -> StrategyRecipe:
     """Proxy-FDA on hard-mined class-balanced batches (METHOD.md "Proxy-FDA").
 
     Boundary, τ and λ as in the ``fda`` recipe (docs/benchmarks.md).
@@ -259,5 +261,5 @@ def proxy_fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 
                             boundary=boundary, learnable_temperature=learnable_temperature,
                             temp_lr=temp_lr, teacher=teacher,
                             teacher_cache_mb=teacher_cache_mb, memory_size=memory_size,
-                            memory_warmup=memory_warmup)
+                            memory_warmup=memory_warmup, max_grad_ratio=max_grad_ratio)
     return StrategyRecipe(plugins=[plugin], sampler="hard")
