@@ -25,6 +25,7 @@ from .models.base import batchnorm_layers
 from .runtime import resolve_device, rng_state, seed_everything, set_rng_state, versions
 from .sampling import BatchSamplerPlugin
 from .strategies import TeacherPlugin, build_strategy, hyperparameters, strategy_defaults
+from .grad_ratio import GradRatioPlugin
 from .training import (AutocastPlugin, DivergenceGuardPlugin, FrozenBatchNormPlugin,
                        GradClipPlugin, HeadInitPlugin, LRSchedulePlugin, StepTimerPlugin)
 from .version import __version__
@@ -121,9 +122,14 @@ class Session:
             extra.append(GradClipPlugin(max_norm=cfg.train.grad_clip))
         if cfg.train.precision == "bf16":
             extra.append(AutocastPlugin(device_type=device.type))
-        weights = [k for k in ("lam", "alpha") if k in strategy_defaults(cfg.strategy.name)]
+        weights = [k for k in ("lam", "alpha", "ewc_lambda")
+                   if k in strategy_defaults(cfg.strategy.name)]
+        ratio = GradRatioPlugin() if weights else None
+        if ratio is not None:
+            extra.append(ratio)
         extra.append(DivergenceGuardPlugin(
-            lr=cfg.train.lr, hint="".join(f" or strategy.{k}" for k in weights)))
+            lr=cfg.train.lr, hint="".join(f" or strategy.{k}" for k in weights),
+            grad_clip=cfg.train.grad_clip))
         optimizer = make_optimizer(model, cfg.train)
         logs = RunLoggers(cfg, interactive=self.progress, resumed=ckpt is not None)
         strategy = Naive(model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
@@ -168,6 +174,12 @@ class Session:
                 state["distances"].extend(dists)
                 state.setdefault("memory", []).extend(
                     e for p in plugins for e in getattr(p, "memory_log", []) if e["experience"] == t + 1)
+                if ratio is not None:
+                    entries = [{**e, **bound_entry(plugins, t + 1)}
+                               for e in ratio.log if e["experience"] == t + 1]
+                    state.setdefault("grad_ratio", []).extend(entries)
+                    state.setdefault("warnings", []).extend(GradRatioPlugin.warnings(
+                        entries, " or ".join(f"strategy.{k}" for k in weights)))
                 state["timing"].append({"train_s": train_s, "eval_s": time.perf_counter() - t0,
                                         "step_median_s": timer.median(),
                                         "steps": len(timer.times)})
@@ -193,6 +205,8 @@ class Session:
             "metrics": metrics,
             "distances": state["distances"],
             "collapsed": state.get("collapsed", []),
+            "grad_ratio": state.get("grad_ratio", []),
+            "warnings": state.get("warnings", []),
             "memory": state.get("memory", []),
             "timing": {"per_experience": state["timing"],
                        "pre_eval_s": state.get("pre_eval_s"),
@@ -227,6 +241,17 @@ class Session:
                     "initial": evaluator.initial, "rng": rng_state(),
                     "device": str(strategy.device), "version": __version__}, tmp)
         tmp.replace(folder / "last.pt")
+
+
+def bound_entry(plugins: list, experience: int) -> dict:
+    """The gradient bound's figures of ``experience`` (FDA, Proxy-FDA): the median ratio of
+    the regulariser's gradient to the task's at the features before the bound
+    (``feature_ratio``) and the mean fraction of the term kept (``kept``)."""
+    for p in plugins:
+        for e in getattr(p, "bound_log", []):
+            if e["experience"] == experience:
+                return {"feature_ratio": e["ratio"], "kept": e["kept"]}
+    return {}
 
 
 def _restore_strategy(strategy: Naive, model: torch.nn.Module, ckpt: dict) -> None:

@@ -26,7 +26,7 @@ LAYER_OF = {
     "proxyfda_cl.config": "config",
     "proxyfda_cl.training": "training", "proxyfda_cl.sampling": "training",
     "proxyfda_cl.evaluation": "training", "proxyfda_cl.loggers": "training",
-    "proxyfda_cl.log_writers": "training",
+    "proxyfda_cl.log_writers": "training", "proxyfda_cl.grad_ratio": "training",
     "proxyfda_cl.runner": "run", "proxyfda_cl.session": "run", "proxyfda_cl.sweep": "run",
     "proxyfda_cl.ray_engine": "run",
     "proxyfda_cl.tools": "tools",

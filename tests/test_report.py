@@ -59,6 +59,9 @@ def write_folder(folder: Path, *, extras: bool = True) -> None:
                     d["knn_overlap"] = 0.5 + 0.1 * seed
                 if strat == "fda" and seed == 1:
                     r["collapsed"] = [2, 3]
+                if strat == "proxy_fda" and seed == 2:
+                    r["warnings"] = ["experience 1: the regulariser's gradient was 37x the "
+                                     "task loss's over the first 5 steps"]
             write_json_atomic(rec_dir / record_name(r["config"], r["id"]), r)
     if not extras:
         return
@@ -117,6 +120,8 @@ def test_problems_failures_and_flags_are_listed(report):
     assert "RuntimeError: out of memory" in text  # the failed run's error line
     assert "task accuracy at chance after experience(s) 2, 3" in text
     assert "collapsed (exp 2, 3)" in text
+    assert "gradient was 37x the task loss&#x27;s over the first 5 steps" in text or \
+        "gradient was 37x the task loss's over the first 5 steps" in text
     assert "random-init" in text
     runs = next(t for t in page.tables if t[0][:3] == ["Status", "Benchmark", "Strategy"])
     status = {(r[2].split()[0], r[3]): r[0] for r in runs[1:]}

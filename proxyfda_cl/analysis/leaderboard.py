@@ -108,12 +108,14 @@ def leaderboard(records: list[dict], problems: Optional[list] = None) -> list[di
                 continue
             runs.append({**vals, **_final_distances(rec), "train_s": _train_time(rec),
                          "seed": rec["config"].get("seed"),
-                         "collapsed": bool(rec.get("collapsed"))})
+                         "collapsed": bool(rec.get("collapsed")),
+                         "warned": bool(rec.get("warnings"))})
         if not runs:
             continue
         row: dict[str, Any] = {"benchmark": bench, "strategy": strat, "rank": None,
                                "n_seeds": len(runs), "seeds": [r["seed"] for r in runs],
-                               "n_collapsed": sum(r["collapsed"] for r in runs)}
+                               "n_collapsed": sum(r["collapsed"] for r in runs),
+                               "n_warned": sum(r["warned"] for r in runs)}
         for m in COLUMNS:
             row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = mean_std([r[m] for r in runs])
         rows.append(row)
@@ -141,6 +143,8 @@ def _display(row: dict) -> list[str]:
     name = row["strategy"]
     if row.get("n_collapsed"):
         name += f" (collapsed: {row['n_collapsed']} of {row['n_seeds']} seeds)"
+    if row.get("n_warned"):
+        name += f" (warnings: {row['n_warned']} of {row['n_seeds']} seeds)"
     return [rank, row["benchmark"], name, str(row["n_seeds"])] + [
         _cell(row, m) for m in COLUMNS]
 
@@ -159,7 +163,7 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ["benchmark", "strategy", "rank", "n_seeds", "seeds", "n_collapsed"] + [
+CSV_FIELDS = ["benchmark", "strategy", "rank", "n_seeds", "seeds", "n_collapsed", "n_warned"] + [
     f"{m}_{s}" for m in COLUMNS for s in ("mean", "std", "n")]
 
 

@@ -60,6 +60,10 @@ def _attention(problems: list, failed: list, complete: list) -> str:
             items.append(f"<li>{badge('collapsed')} {esc(run_label(r))}: task accuracy at chance "
                          f"after experience(s) {esc(', '.join(str(x) for x in c))}; its "
                          "forgetting numbers measure a broken head, not the encoder</li>")
+        w = r.get("warnings")
+        if isinstance(w, list) and w:
+            items.append(f"<li>{badge('warning')} {esc(run_label(r))}: "
+                         f"{esc('; '.join(str(x) for x in w))}</li>")
     rnd = [r for r in complete if "random-init" in run_flags(r)]
     if rnd:
         items.append(f"<li>{badge('random-init')} {len(rnd)} run(s) start from a randomly "
@@ -67,7 +71,7 @@ def _attention(problems: list, failed: list, complete: list) -> str:
                      "not a pre-trained encoder</li>")
     if not items:
         return section("attention", "Attention", "<p>Nothing: every record is readable and "
-                       "complete, no run failed or collapsed.</p>")
+                       "complete, no run failed, collapsed or warned.</p>")
     return section("attention", "Attention", f'<ul class="attention">{"".join(items)}</ul>')
 
 

@@ -74,6 +74,7 @@ table.small{font-size:12px}
 .badge{display:inline-block;padding:0 6px;border-radius:8px;font-size:11px;font-weight:600;
  background:#ddd;color:#333;white-space:nowrap}
 .b-failed,.b-partial{background:#c62828;color:#fff} .b-collapsed{background:#ef6c00;color:#fff}
+.b-warning{background:#f9a825;color:#000}
 .b-random-init{background:#6a1b9a;color:#fff} .b-complete{background:#2e7d32;color:#fff}
 ul.attention li{margin:3px 0}
 .note{color:#666;font-size:12px}
