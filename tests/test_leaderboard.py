@@ -16,6 +16,16 @@ from proxyfda_cl.results import read_results, record_name, write_json_atomic
 METRICS = ("a_lp", "delta_lp", "fwt", "bwt", "forgetting")
 
 
+def current_hyperparameters(strat: str, params: dict):
+    """What a record written today carries for a registered strategy (None otherwise)."""
+    from proxyfda_cl.strategies import hyperparameters
+
+    try:
+        return hyperparameters(strat, params)
+    except ConfigError:
+        return None
+
+
 def make_record(bench="demo", strat="naive", seed=0, final=None, train_s=(1.0, 2.0), T=2):
     """A valid complete run record with the given final metrics (defaults derived from seed)."""
     final = dict(final or {})
@@ -25,6 +35,7 @@ def make_record(bench="demo", strat="naive", seed=0, final=None, train_s=(1.0, 2
     cfg = {"seed": seed, "strategy": {"name": strat}, "benchmark": {"name": bench}}
     return {
         "id": f"{bench}-{strat}-{seed}", "status": "complete", "config": cfg,
+        **({"hyperparameters": hp} if (hp := current_hyperparameters(strat, {})) else {}),
         "stream": stream, "probes": ["p"],
         "matrices": {"R": [[0.5] * T for _ in range(T)], "R_columns": stream,
                      "P": [[0.5] * (T + 1) for _ in range(T + 1)], "P_columns": stream + ["p"]},
@@ -209,7 +220,7 @@ def test_runs_with_other_hyper_parameters_get_their_own_row():
 
     rec = make_record(strat="fda")
     rec["hyperparameters"] = {"strategy": "fda", "values": {"k": 16, "tau": 0.3, "lam": 3.0},
-                              "non_default": ["k", "tau"]}
+                              "non_default": ["k", "tau"], "revision": 2}
     assert record_key(rec) == ("demo", "fda(k=16, tau=0.3)")
     rec["hyperparameters"]["non_default"] = []
     assert record_key(rec) == ("demo", "fda")
@@ -217,7 +228,8 @@ def test_runs_with_other_hyper_parameters_get_their_own_row():
 
 def test_the_label_comes_from_the_record_not_from_todays_defaults():
     rec = make_record(strat="fda")  # k was not at its default when the run was recorded
-    rec["hyperparameters"] = {"strategy": "fda", "values": {"k": 8}, "non_default": ["k"]}
+    rec["hyperparameters"] = {"strategy": "fda", "values": {"k": 8}, "non_default": ["k"],
+                              "revision": 2}
     assert leaderboard([rec])[0]["strategy"] == "fda(k=8)"
 
 
