@@ -109,7 +109,7 @@ class EvalConfig:
 #: Fields added after results existed, left out of ``RunConfig.id`` at these values, so that
 #: earlier runs keep their ids (a sweep skips or resumes them instead of running them again).
 ID_NEUTRAL = {("benchmark", "imbalance"): 1.0, ("strategy", "memory_size"): 0,
-              ("strategy", "memory_warmup"): 0}
+              ("strategy", "memory_warmup"): 0, ("strategy", "max_grad_ratio"): 0.0}
 
 
 @dataclass

@@ -58,8 +58,7 @@ LEGACY_DEFAULTS = {
 #: Strategies whose computation at a given setting changed: the revision joins the run id (so
 #: a sweep does not take an older run for a new one) and the record's hyper-parameters, and
 #: the leaderboard labels older runs apart. Proxy-FDA 2: each proxy's own boundary (0.2.0).
-#: FDA 2 and Proxy-FDA 3: the gradient bound, ``max_grad_ratio`` (0.3.0).
-STRATEGY_REVISIONS = {"fda": 2, "proxy_fda": 3}
+STRATEGY_REVISIONS = {"proxy_fda": 2}
 
 
 def revision_suffix(hp: dict) -> str:

@@ -45,8 +45,7 @@ def test_hyperparameters_name_what_differs_from_the_defaults():
     assert hp["values"] == {**strategy_defaults("fda"), "k": 16}
     assert hyperparameters("naive", {}) == {"strategy": "naive", "values": {}, "non_default": [],
                                             "revision": 1}
-    assert hyperparameters("proxy_fda", {})["revision"] == 3
-    assert hyperparameters("fda", {})["revision"] == 2
+    assert hyperparameters("proxy_fda", {})["revision"] == 2
 
 
 def test_numbers_written_as_text_are_numbers():

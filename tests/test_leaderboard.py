@@ -220,7 +220,7 @@ def test_runs_with_other_hyper_parameters_get_their_own_row():
 
     rec = make_record(strat="fda")
     rec["hyperparameters"] = {"strategy": "fda", "values": {"k": 16, "tau": 0.3, "lam": 3.0},
-                              "non_default": ["k", "tau"], "revision": 2}
+                              "non_default": ["k", "tau"]}
     assert record_key(rec) == ("demo", "fda(k=16, tau=0.3)")
     rec["hyperparameters"]["non_default"] = []
     assert record_key(rec) == ("demo", "fda")
@@ -228,8 +228,7 @@ def test_runs_with_other_hyper_parameters_get_their_own_row():
 
 def test_the_label_comes_from_the_record_not_from_todays_defaults():
     rec = make_record(strat="fda")  # k was not at its default when the run was recorded
-    rec["hyperparameters"] = {"strategy": "fda", "values": {"k": 8}, "non_default": ["k"],
-                              "revision": 2}
+    rec["hyperparameters"] = {"strategy": "fda", "values": {"k": 8}, "non_default": ["k"]}
     assert leaderboard([rec])[0]["strategy"] == "fda(k=8)"
 
 
@@ -244,32 +243,31 @@ def test_records_written_before_hyperparameters_still_load(capsys):
     old, problems = read_results(OLD)
     assert problems == [] and len(old) == 2 and not any("hyperparameters" in r for r in old)
     rows = leaderboard(old)
-    # Proxy-FDA's loss changed in 0.2.0 (revision 2) and both got the gradient bound in 0.3.0
-    # (FDA revision 2, Proxy-FDA revision 3): their older runs are labelled apart
-    assert sorted(r["strategy"] for r in rows) == ["fda [rev 1]", "proxy_fda [rev 1]"]
+    # Proxy-FDA's loss changed in 0.2.0 (revision 2): its older runs are labelled apart
+    assert sorted(r["strategy"] for r in rows) == ["fda", "proxy_fda [rev 1]"]
     assert all(r["delta_lp_mean"] is not None for r in rows)
     changed = {**old[0], "config": {**old[0]["config"],
                                     "strategy": {**old[0]["config"]["strategy"], "k": 16}}}
-    assert record_key(changed) == ("demo", "fda(k=16) [rev 1]")
-    # an old record and a new one of the same settings and revision share a row
+    assert record_key(changed) == ("demo", "fda(k=16)")
+    # an old record and a new one of the same settings share a row
     new = {**old[0], "config": {**old[0]["config"], "seed": 1}, "id": "new"}
     strategy = dict(new["config"]["strategy"])
-    new["hyperparameters"] = {**hyperparameters(strategy.pop("name"), strategy), "revision": 1}
-    new["hyperparameters"]["values"].pop("max_grad_ratio")  # 0.2.0's fda had no bound
-    row = next(r for r in leaderboard(old + [new]) if r["strategy"] == "fda [rev 1]")
+    new["hyperparameters"] = hyperparameters(strategy.pop("name"), strategy)
+    row = next(r for r in leaderboard(old + [new]) if r["strategy"] == "fda")
     assert row["n_seeds"] == 2 and row["seeds"] == [0, 1]
     assert cli.main(["leaderboard", str(OLD)]) == 0
     assert "| proxy_fda [rev 1] (collapsed: 1 of 1 seeds) |" in capsys.readouterr().out
 
 
-def test_a_changed_strategy_gets_new_run_ids():
-    """A sweep must not take an FDA or Proxy-FDA run of 0.1.0 for one of today's (their loss
-    changed); the other strategies' ids are checked on the shipped suites (test_sweep)."""
+def test_a_changed_strategy_gets_new_run_ids_and_the_others_keep_theirs():
+    """A sweep must not take a Proxy-FDA run of 0.1.0 for one of today's (its loss changed),
+    and must keep finding every other strategy's earlier runs (FDA's gradient bound is off
+    by default, so its runs keep their ids)."""
     from proxyfda_cl.config import from_dict
 
     old, _ = read_results(OLD)
     by_name = {r["config"]["strategy"]["name"]: r for r in old}
-    assert from_dict(by_name["fda"]["config"]).id != by_name["fda"]["id"]
+    assert from_dict(by_name["fda"]["config"]).id == by_name["fda"]["id"]
     assert from_dict(by_name["proxy_fda"]["config"]).id != by_name["proxy_fda"]["id"]
 
 

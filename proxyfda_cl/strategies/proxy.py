@@ -249,7 +249,7 @@ def proxy_fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 
               gamma_scale: float = 1.0, neg_weight: str = "constant", boundary: str = "teacher",
               learnable_temperature: bool = False, temp_lr: float = 1e-3, teacher: str = "previous",
               teacher_cache_mb: float = 256.0, memory_size: int = 0,
-              memory_warmup: int = 0, max_grad_ratio: float = 1.0) -> StrategyRecipe:
+              memory_warmup: int = 0, max_grad_ratio: float = 0.0) -> StrategyRecipe:
     """Proxy-FDA on hard-mined class-balanced batches (METHOD.md "Proxy-FDA").
 
     Boundary, τ and λ as in the ``fda`` recipe (docs/benchmarks.md).
