@@ -25,7 +25,7 @@ HEADER = """\
 # feature/weight regularisers at their shipped defaults, over the training settings users pick
 # (optimiser and learning rate, gradient clipping, BatchNorm statistics, heads): 16 cells of a
 # fractional design, each a benchmark named by its settings. 2 epochs of 1,000 images.
-# 80 runs; about 50 minutes on 2 cores with --workers 2.
+# 80 runs; 70 minutes on 2 cores with --workers 2 (measured while other jobs shared them).
 """
 
 
