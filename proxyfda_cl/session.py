@@ -122,14 +122,13 @@ class Session:
             extra.append(GradClipPlugin(max_norm=cfg.train.grad_clip))
         if cfg.train.precision == "bf16":
             extra.append(AutocastPlugin(device_type=device.type))
-        weights = [k for k in ("lam", "alpha", "ewc_lambda")
-                   if k in strategy_defaults(cfg.strategy.name)]
+        weights = " or ".join(f"strategy.{k}" for k in ("lam", "alpha", "ewc_lambda")
+                              if k in strategy_defaults(cfg.strategy.name))
         ratio = GradRatioPlugin() if weights else None
         if ratio is not None:
             extra.append(ratio)
-        extra.append(DivergenceGuardPlugin(
-            lr=cfg.train.lr, hint="".join(f" or strategy.{k}" for k in weights),
-            grad_clip=cfg.train.grad_clip))
+        extra.append(DivergenceGuardPlugin(lr=cfg.train.lr, hint=weights and f" or {weights}",
+                                           grad_clip=cfg.train.grad_clip))
         optimizer = make_optimizer(model, cfg.train)
         logs = RunLoggers(cfg, interactive=self.progress, resumed=ckpt is not None)
         strategy = Naive(model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
@@ -178,8 +177,8 @@ class Session:
                     entries = [{**e, **bound_entry(plugins, t + 1)}
                                for e in ratio.log if e["experience"] == t + 1]
                     state.setdefault("grad_ratio", []).extend(entries)
-                    state.setdefault("warnings", []).extend(GradRatioPlugin.warnings(
-                        entries, " or ".join(f"strategy.{k}" for k in weights)))
+                    state.setdefault("warnings", []).extend(
+                        GradRatioPlugin.warnings(entries, weights))
                 state["timing"].append({"train_s": train_s, "eval_s": time.perf_counter() - t0,
                                         "step_median_s": timer.median(),
                                         "steps": len(timer.times)})

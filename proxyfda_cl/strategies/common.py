@@ -74,10 +74,10 @@ def batch_k(plugin: TeacherPlugin, k: int) -> Optional[int]:
 
 class GradientBound:
     """Scale a regulariser so that its gradient at the student features is at most
-    ``max_ratio`` times the task loss's (METHOD.md "The gradient bound", ours).
+    ``max_ratio`` times the task loss's (METHOD.md "FDA", step 5, ours).
 
     ``scale(reg, task, feats)`` returns the factor ``min(1, max_ratio ||d task/d feats|| /
-    ||d reg/d feats||)`` (a float, no gradient) to multiply ``reg`` by; both gradients are
+    ||d reg/d feats||)`` (a 0-d tensor without gradient) to multiply ``reg`` by; both gradients are
     taken with ``torch.autograd.grad`` on the features only (the head and the loss, not the
     encoder), so the cost is small. ``max_ratio=0`` turns the bound off (factor 1). Per
     experience, ``log`` keeps one entry ``{"experience", "ratio", "kept"}``: the median raw
@@ -134,8 +134,10 @@ class BoundedMixin:
         return self.bound.log
 
     def bounded(self, strategy, term: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        """``term`` times the bound's factor against the loss so far (the task's)."""
-        return term * self.bound.scale(term, strategy.loss, feats)
+        """``term`` times the bound's factor against the loss so far (the task's); ``term``
+        itself when the bound is off or does not apply."""
+        factor = self.bound.scale(term, strategy.loss, feats)
+        return term if isinstance(factor, float) else term * factor
 
     def after_training_exp(self, strategy, **kwargs):
         self.bound.end_experience(int(strategy.experience.current_experience) + 1)
