@@ -109,7 +109,8 @@ class EvalConfig:
 #: Fields added after results existed, left out of ``RunConfig.id`` at these values, so that
 #: earlier runs keep their ids (a sweep skips or resumes them instead of running them again).
 ID_NEUTRAL = {("benchmark", "imbalance"): 1.0, ("strategy", "memory_size"): 0,
-              ("strategy", "memory_warmup"): 0, ("strategy", "max_grad_ratio"): 0.0}
+              ("strategy", "memory_warmup"): 0, ("strategy", "max_grad_ratio"): 0.0,
+              ("strategy", "layers"): {"fda": "final", "proxy_fda": "final", "ldifs": "ldifs"}}
 
 
 @dataclass
@@ -133,6 +134,8 @@ class RunConfig:
         d.pop("out")
         d.pop("loggers")
         for (section, key), neutral in ID_NEUTRAL.items():
+            if isinstance(neutral, dict):  # per strategy
+                neutral = neutral.get(self.strategy.name, object())
             if key in d[section] and d[section][key] == neutral:
                 del d[section][key]
         if self.strategy.name in STRATEGY_REVISIONS:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .common import (BOUNDARIES, NEG_WEIGHTS, BoundedMixin, SigmoidTemperature, as_float,
                      batch_k, check_common)
+from .depths import DepthsMixin
 from .memory import MemoryMixin, MemoryView
 from .registry import StrategyRecipe, register_strategy
 from .teacher import Teacher, TeacherPlugin
@@ -150,8 +151,20 @@ def fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, k: int = 8, tau: 
     return sigmoid_terms(w, cos, tau, b).mean()
 
 
-class FDAPlugin(BoundedMixin, MemoryMixin, TeacherPlugin):
+def check_depths(layers: str, final_only: bool, memory_size: int, max_grad_ratio: float) -> None:
+    """The cross-batch memory and the gradient bound work on the final embedding only: a
+    one-line ``ValueError`` when either is asked for at other depths."""
+    if not final_only and (memory_size or max_grad_ratio):
+        field = "memory_size" if memory_size else "max_grad_ratio"
+        raise ValueError(f"{field} works on the final embedding only, but layers={layers!r}; "
+                         f"set {field}=0 or layers=final")
+
+
+class FDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
     """Adds ``lam * fda_loss(student, teacher)`` to the strategy loss (METHOD.md "FDA").
+
+    At several depths (``layers``) the term is the mean of one ``fda_loss`` per depth, each
+    with its own teacher graph and boundaries over that depth's ``pooled`` features.
 
     With ``learnable_temperature`` the plugin learns ``log(1/tau)`` and ``b`` as SigLIP does,
     initialised from ``tau`` and ``bias``, with its own Adam optimizer (``temp_lr``) stepped
@@ -173,6 +186,8 @@ class FDAPlugin(BoundedMixin, MemoryMixin, TeacherPlugin):
         memory_warmup: steps of each experience before the memory is used.
         max_grad_ratio: bound on the term's gradient at the student features, as a multiple
             of the task loss's (``GradientBound``; 0: none).
+        layers: ``final`` (the encoder's output), ``ldifs`` or submodule names (``depths``;
+            METHOD.md "Depths"); memory and bound need ``final``.
     """
 
     def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
@@ -180,10 +195,13 @@ class FDAPlugin(BoundedMixin, MemoryMixin, TeacherPlugin):
                  learnable_temperature: bool = False, temp_lr: float = 1e-3,
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
                  teacher_cache_mb: float = 0.0, memory_size: int = 0,
-                 memory_warmup: int = 0, max_grad_ratio: float = 0.0) -> None:
+                 memory_warmup: int = 0, max_grad_ratio: float = 0.0,
+                 layers: str = "final") -> None:
         check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
         super().__init__(teacher=teacher, encoder_attr=encoder_attr,
                          teacher_cache_mb=teacher_cache_mb)
+        self.init_layers(layers)
+        check_depths(layers, self.final_only, memory_size, max_grad_ratio)
         self.init_memory(memory_size, memory_warmup)
         self.init_bound(max_grad_ratio)
         self.lam, self.k, self.neg_weight, self.eps = lam, k, neg_weight, eps
@@ -195,9 +213,16 @@ class FDAPlugin(BoundedMixin, MemoryMixin, TeacherPlugin):
         k = batch_k(self, self.k) if self.lam else None
         if k is None:
             return
+        tau, bias = self.temperature.values(strategy.device)
+        if not self.final_only:
+            reg = torch.stack([fda_loss(s, t, k, tau, bias, neg_weight=self.neg_weight,
+                                        eps=self.eps, boundary=self.boundary)
+                               for _, s, t in self.depth_pairs()]).mean()
+            self.last_loss = reg.detach()
+            strategy.loss = strategy.loss + self.lam * reg
+            return
         teacher_feats, _ = self.teacher_outputs()
         feats = self.student_features()
-        tau, bias = self.temperature.values(strategy.device)
         reg = fda_loss(feats, teacher_feats, k, tau, bias, neg_weight=self.neg_weight,
                        eps=self.eps, boundary=self.boundary,
                        memory=self.memory_view())
@@ -214,11 +239,13 @@ def fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 0.0,
         neg_weight: str = "constant", boundary: str = "teacher",
         learnable_temperature: bool = False, temp_lr: float = 1e-3,
         teacher: str = "previous", teacher_cache_mb: float = 256.0, memory_size: int = 0,
-        memory_warmup: int = 0, max_grad_ratio: float = 0.0) -> StrategyRecipe:
+        memory_warmup: int = 0, max_grad_ratio: float = 0.0,
+        layers: str = "final") -> StrategyRecipe:
     """FDA on hard-mined class-balanced batches (METHOD.md "FDA").
 
     Shipped defaults (docs/benchmarks.md, "FDA's boundary and temperature"): the sigmoid's
-    boundary at each anchor's own teacher midpoint (``boundary="teacher"``), τ = 0.02, λ = 3.
+    boundary at each anchor's own teacher midpoint (``boundary="teacher"``), τ = 0.02, λ = 3,
+    on the final embedding.
     ``fda_loss`` and ``FDAPlugin`` keep METHOD.md's formula defaults (fixed b = 0, τ = 0.1,
     λ = 1). The suite's inputs are deterministic, so teacher features are cached by dataset
     index (``teacher_cache_mb``; 0 turns the cache off).
@@ -226,5 +253,6 @@ def fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 0.0,
     plugin = FDAPlugin(lam=lam, k=k, tau=tau, bias=bias, neg_weight=neg_weight, boundary=boundary,
                        learnable_temperature=learnable_temperature, temp_lr=temp_lr, teacher=teacher,
                        teacher_cache_mb=teacher_cache_mb, memory_size=memory_size,
-                       memory_warmup=memory_warmup, max_grad_ratio=max_grad_ratio)
+                       memory_warmup=memory_warmup, max_grad_ratio=max_grad_ratio,
+                       layers=layers)
     return StrategyRecipe(plugins=[plugin], sampler="hard")

@@ -4,8 +4,9 @@
 output L2-normalised over its **channel** dimension. The public LDIFS code normalises over
 tokens (a layout quirk); we normalise over channels as METHOD.md asks.
 
-Layers: the encoder's ``ldifs_layers`` (submodule name -> channel dim) plus the final
-embedding; an encoder without ``ldifs_layers`` is compared on its final embedding only.
+Layers (``layers``, see ``depths``): by default the encoder's ``ldifs_layers`` (submodule name ->
+channel dim) plus the final embedding; an encoder without ``ldifs_layers`` is compared on its
+final embedding only. ``layers="final"`` compares the final embedding alone.
 A layer output with spatial or token positions (``[B, C, H, W]``, ``[B, N, C]``) is reduced,
 ours, as the squared distance summed over channels and averaged over positions.
 """
@@ -14,9 +15,9 @@ from __future__ import annotations
 from typing import Sequence, Union
 
 import torch
-from torch import nn
 
 from .common import as_float
+from .depths import DepthsMixin
 from .registry import StrategyRecipe, register_strategy
 from .teacher import Teacher, TeacherPlugin
 
@@ -52,45 +53,36 @@ def ldifs_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
                         for s, t, d in zip(student, teacher, dims)]).mean()
 
 
-class LDIFSPlugin(TeacherPlugin):
-    """Adds ``alpha * ldifs_loss`` over the encoder's ``ldifs_layers`` and final embedding.
+class LDIFSPlugin(DepthsMixin, TeacherPlugin):
+    """Adds ``alpha * ldifs_loss`` over the depths ``layers`` names.
 
     Args:
         alpha: weight of the feature distance (default 10, as LDIFS).
         encoder_attr: model attribute that holds the encoder.
         teacher: ``previous`` | ``pretrained`` | a ``Teacher``.
+        layers: ``ldifs`` (the encoder's ``ldifs_layers`` and final embedding), ``final``, or
+            submodule names (``depths``).
     """
 
     def __init__(self, *, alpha: float = 10.0, encoder_attr: str = "encoder",
-                 teacher: Union[str, Teacher] = "previous") -> None:
+                 teacher: Union[str, Teacher] = "previous", layers: str = "ldifs") -> None:
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         super().__init__(teacher=teacher, encoder_attr=encoder_attr)
+        self.init_layers(layers)
         self.alpha = alpha
-        self.dims: dict = {}
         self.last_loss = None
-
-    def layer_names(self, encoder: nn.Module) -> Sequence[str]:
-        self.dims = dict(getattr(encoder, "ldifs_layers", None) or {})
-        return list(self.dims)
 
     def before_backward(self, strategy, **kwargs):
         if self.alpha == 0:
             return
-        t_feats, t_layers = self.teacher_outputs()
-        s_layers = self.student_layers()
-        names = list(self.dims)
-        missing = [n for n in names if n not in s_layers]
-        if missing:
-            raise RuntimeError(f"LDIFSPlugin: layer {missing[0]!r} was not called in the forward pass")
-        reg = ldifs_loss([s_layers[n] for n in names] + [self.student_features()],
-                         [t_layers[n] for n in names] + [t_feats],
-                         [self.dims[n] for n in names] + [1])
+        _, students, teachers, dims = zip(*self.depth_outputs())
+        reg = ldifs_loss(students, teachers, dims)
         self.last_loss = reg.detach()
         strategy.loss = strategy.loss + self.alpha * reg
 
 
 @register_strategy("ldifs")
-def ldifs(*, alpha: float = 10.0, teacher: str = "previous") -> StrategyRecipe:
-    """LDIFS feature-space distance (METHOD.md "LDIFS")."""
-    return StrategyRecipe(plugins=[LDIFSPlugin(alpha=alpha, teacher=teacher)])
+def ldifs(*, alpha: float = 10.0, teacher: str = "previous", layers: str = "ldifs") -> StrategyRecipe:
+    """LDIFS feature-space distance (METHOD.md "LDIFS"); ``layers`` as in ``LDIFSPlugin``."""
+    return StrategyRecipe(plugins=[LDIFSPlugin(alpha=alpha, teacher=teacher, layers=layers)])

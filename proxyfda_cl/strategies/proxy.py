@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from .common import BoundedMixin, SigmoidTemperature, as_float, batch_k, check_common
-from .fda import anchor_bias, sigmoid_terms, teacher_graph, teacher_margin, with_memory
+from .depths import DepthsMixin
+from .fda import (anchor_bias, check_depths, sigmoid_terms, teacher_graph, teacher_margin,
+                  with_memory)
 from .memory import MemoryMixin, MemoryView
 from .proxy_generator import ProxyGenerator
 from .registry import StrategyRecipe, register_strategy
@@ -150,7 +152,7 @@ def proxy_fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, generator: 
     return ProxyFDAOutput(fda, proxy)
 
 
-class ProxyFDAPlugin(BoundedMixin, MemoryMixin, TeacherPlugin):
+class ProxyFDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
     """Adds ``lam * Proxy-FDA`` to the strategy loss and trains the proxy generator.
 
     The generator (built at the first minibatch, when D is known, on the features' device) is
@@ -174,6 +176,8 @@ class ProxyFDAPlugin(BoundedMixin, MemoryMixin, TeacherPlugin):
         teacher_cache_mb: cache teacher features by dataset index (see ``TeacherPlugin``).
         memory_size, memory_warmup: the cross-batch memory, as in ``FDAPlugin``.
         max_grad_ratio: the gradient bound, as in ``FDAPlugin``.
+        layers: the depths, as in ``FDAPlugin``: the term is the mean over depths, and each
+            depth has its own generator (``generators``, by depth name).
     """
 
     def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
@@ -183,7 +187,8 @@ class ProxyFDAPlugin(BoundedMixin, MemoryMixin, TeacherPlugin):
                  temp_lr: float = 1e-3, seed: Optional[int] = None,
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
                  teacher_cache_mb: float = 0.0, memory_size: int = 0,
-                 memory_warmup: int = 0, max_grad_ratio: float = 0.0) -> None:
+                 memory_warmup: int = 0, max_grad_ratio: float = 0.0,
+                 layers: str = "final") -> None:
         check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
         for key, value, ok, rule in (("n_pos", n_pos, n_pos >= 1, ">= 1"),
                                      ("n_neg", n_neg, n_neg >= 1, ">= 1"),
@@ -194,6 +199,8 @@ class ProxyFDAPlugin(BoundedMixin, MemoryMixin, TeacherPlugin):
                 raise ValueError(f"{key} must be {rule}, got {value}")
         super().__init__(teacher=teacher, encoder_attr=encoder_attr,
                          teacher_cache_mb=teacher_cache_mb)
+        self.init_layers(layers)
+        check_depths(layers, self.final_only, memory_size, max_grad_ratio)
         self.lam, self.k, self.neg_weight, self.eps = lam, k, neg_weight, eps
         self.boundary = boundary
         self.n_pos, self.n_neg, self.alpha, self.gamma_scale = n_pos, n_neg, alpha, gamma_scale
@@ -201,43 +208,59 @@ class ProxyFDAPlugin(BoundedMixin, MemoryMixin, TeacherPlugin):
         self.temperature = SigmoidTemperature(tau, bias, learnable=learnable_temperature, lr=temp_lr)
         self.init_memory(memory_size, memory_warmup)
         self.init_bound(max_grad_ratio)
-        self.generator: Optional[ProxyGenerator] = None
-        self.gen_optimizer: Optional[torch.optim.Optimizer] = None
+        self.generators: dict = {}  # depth name -> (ProxyGenerator, its Adam optimizer)
         self.last_loss = self.last_proxy_loss = None
 
-    def _ensure_generator(self, feats: torch.Tensor) -> ProxyGenerator:
-        if self.generator is None:
+    @property
+    def generator(self) -> Optional[ProxyGenerator]:
+        """The generator of the final embedding (None before the first minibatch)."""
+        return self.generators.get("final", (None,))[0]
+
+    def _ensure_generator(self, feats: torch.Tensor, name: str = "final") -> tuple:
+        """``(generator, optimizer)`` of depth ``name``, built at its first minibatch."""
+        if name not in self.generators:
             seed = self.seed if self.seed is not None else int(torch.randint(2**31 - 1, ()))
-            self.generator = ProxyGenerator(feats.shape[1], n_pos=self.n_pos, n_neg=self.n_neg,
-                                            seed=seed).to(feats.device)
-            self.gen_optimizer = torch.optim.Adam(self.generator.parameters(), lr=self.gen_lr)
-        elif self.generator.projection.device != feats.device:
-            self.generator.to(feats.device)
-            for state in self.gen_optimizer.state.values():
+            gen = ProxyGenerator(feats.shape[1], n_pos=self.n_pos, n_neg=self.n_neg,
+                                 seed=seed).to(feats.device)
+            self.generators[name] = (gen, torch.optim.Adam(gen.parameters(), lr=self.gen_lr))
+        gen, opt = self.generators[name]
+        if gen.projection.device != feats.device:
+            gen.to(feats.device)
+            for state in opt.state.values():
                 for key, v in state.items():
                     if torch.is_tensor(v) and key != "step":
                         state[key] = v.to(feats.device)
-        return self.generator
+        return gen, opt
 
     def before_backward(self, strategy, **kwargs):
         k = batch_k(self, self.k) if self.lam else None
         if k is None:
             return
-        teacher_feats, _ = self.teacher_outputs()
-        feats = self.student_features()
-        gen = self._ensure_generator(feats)
         tau, bias = self.temperature.values(strategy.device)
-        out = proxy_fda_loss(feats, teacher_feats, gen, k, tau, bias, alpha=self.alpha,
-                             gamma_scale=self.gamma_scale, neg_weight=self.neg_weight, eps=self.eps,
-                             boundary=self.boundary,
-                             memory=self.memory_view())
-        self.memory_push(strategy, teacher_feats, feats)
-        strategy.loss = strategy.loss + self.bounded(strategy, self.lam * out.fda, feats)
-        self.gen_optimizer.zero_grad(set_to_none=True)
-        out.proxy.backward()
-        self.gen_optimizer.step()
-        self.gen_optimizer.zero_grad(set_to_none=True)
-        self.last_loss, self.last_proxy_loss = out.fda.detach(), out.proxy.detach()
+        if self.final_only:
+            teacher_feats, _ = self.teacher_outputs()
+            depths = [("final", self.student_features(), teacher_feats)]
+        else:
+            depths = self.depth_pairs()
+        outs = []
+        for name, feats, teacher_feats in depths:
+            gen, opt = self._ensure_generator(feats, name)
+            out = proxy_fda_loss(feats, teacher_feats, gen, k, tau, bias, alpha=self.alpha,
+                                 gamma_scale=self.gamma_scale, neg_weight=self.neg_weight,
+                                 eps=self.eps, boundary=self.boundary, memory=self.memory_view())
+            opt.zero_grad(set_to_none=True)
+            out.proxy.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            outs.append(out)
+        if self.final_only:
+            self.memory_push(strategy, teacher_feats, feats)
+            term = self.bounded(strategy, self.lam * outs[0].fda, feats)
+        else:
+            term = self.lam * torch.stack([o.fda for o in outs]).mean()
+        strategy.loss = strategy.loss + term
+        self.last_loss = torch.stack([o.fda for o in outs]).mean().detach()
+        self.last_proxy_loss = torch.stack([o.proxy for o in outs]).mean().detach()
 
     def after_update(self, strategy, **kwargs):
         self.temperature.step()
@@ -249,7 +272,8 @@ def proxy_fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 
               gamma_scale: float = 1.0, neg_weight: str = "constant", boundary: str = "teacher",
               learnable_temperature: bool = False, temp_lr: float = 1e-3, teacher: str = "previous",
               teacher_cache_mb: float = 256.0, memory_size: int = 0,
-              memory_warmup: int = 0, max_grad_ratio: float = 0.0) -> StrategyRecipe:
+              memory_warmup: int = 0, max_grad_ratio: float = 0.0,
+              layers: str = "final") -> StrategyRecipe:
     """Proxy-FDA on hard-mined class-balanced batches (METHOD.md "Proxy-FDA").
 
     Boundary, τ and λ as in the ``fda`` recipe (docs/benchmarks.md).
@@ -261,5 +285,6 @@ def proxy_fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 
                             boundary=boundary, learnable_temperature=learnable_temperature,
                             temp_lr=temp_lr, teacher=teacher,
                             teacher_cache_mb=teacher_cache_mb, memory_size=memory_size,
-                            memory_warmup=memory_warmup, max_grad_ratio=max_grad_ratio)
+                            memory_warmup=memory_warmup, max_grad_ratio=max_grad_ratio,
+                            layers=layers)
     return StrategyRecipe(plugins=[plugin], sampler="hard")

@@ -51,9 +51,13 @@ def strategy_defaults(name: str) -> dict:
 
 
 def _check(key: str, value: Any, default: Any) -> Any:
-    """``value`` coerced to the type of the parameter's default (``None`` defaults: any)."""
+    """``value`` coerced to the type of the parameter's default (``None`` defaults: any). A
+    list of names for a text parameter is joined with commas (``layers: [blocks.2, final]``)."""
     if default is None or value is None:
         return value
+    if isinstance(default, str) and isinstance(value, (list, tuple)) \
+            and all(isinstance(v, str) for v in value):
+        value = ",".join(value)
     return coerce(value, type(default), f"strategy.{key}")
 
 
