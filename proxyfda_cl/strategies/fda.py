@@ -235,7 +235,7 @@ class FDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
 
 
 @register_strategy("fda")
-def fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 0.0,
+def fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.05, bias: float = 0.0,
         neg_weight: str = "constant", boundary: str = "teacher",
         learnable_temperature: bool = False, temp_lr: float = 1e-3,
         teacher: str = "previous", teacher_cache_mb: float = 256.0, memory_size: int = 0,
@@ -243,9 +243,9 @@ def fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 0.0,
         layers: str = "final") -> StrategyRecipe:
     """FDA on hard-mined class-balanced batches (METHOD.md "FDA").
 
-    Shipped defaults (docs/benchmarks.md, "FDA's boundary and temperature"): the sigmoid's
-    boundary at each anchor's own teacher midpoint (``boundary="teacher"``), τ = 0.02, λ = 3,
-    on the final embedding.
+    Shipped defaults (docs/benchmarks.md, "FDA's boundary and temperature" and "Robustness
+    matrix"): the sigmoid's boundary at each anchor's own teacher midpoint
+    (``boundary="teacher"``), τ = 0.05, λ = 3, on the final embedding.
     ``fda_loss`` and ``FDAPlugin`` keep METHOD.md's formula defaults (fixed b = 0, τ = 0.1,
     λ = 1). The suite's inputs are deterministic, so teacher features are cached by dataset
     index (``teacher_cache_mb``; 0 turns the cache off).

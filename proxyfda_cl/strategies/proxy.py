@@ -267,7 +267,7 @@ class ProxyFDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
 
 
 @register_strategy("proxy_fda")
-def proxy_fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.02, bias: float = 0.0,
+def proxy_fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.05, bias: float = 0.0,
               n_pos: int = 4, n_neg: int = 4, alpha: float = 1.0, gen_lr: float = 1e-3,
               gamma_scale: float = 1.0, neg_weight: str = "constant", boundary: str = "teacher",
               learnable_temperature: bool = False, temp_lr: float = 1e-3, teacher: str = "previous",
