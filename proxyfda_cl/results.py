@@ -75,12 +75,20 @@ def record_name(cfg_dict: dict, run_id: str) -> str:
     return f"{bench}__{strat}__seed{cfg_dict['seed']}__{run_id}.json"
 
 
+#: Defaults that changed after records carried their hyper-parameters, with today's value: a
+#: record's value of such a key counts as non-default when it differs from today's, so runs of
+#: the old default are labelled apart (``fda(tau=0.02)``) and never merged with runs at the new
+#: one. 0.4.0: FDA's and Proxy-FDA's τ, 0.02 -> 0.05.
+CHANGED_DEFAULTS = {"fda": {"tau": 0.05}, "proxy_fda": {"tau": 0.05}}
+
+
 def hyperparameters(rec: dict) -> dict:
     """The record's strategy hyper-parameters: ``{"strategy", "values", "non_default"}``.
 
     A record carries them (``hyperparameters``); for one written before, they come from
     ``config.strategy`` (complete, after defaults), and a value counts as non-default when it
-    differs from ``LEGACY_DEFAULTS`` or is not listed there.
+    differs from ``LEGACY_DEFAULTS`` or is not listed there. Keys of ``CHANGED_DEFAULTS`` are
+    compared with today's default.
 
     Raises:
         ValueError: ``config.strategy`` is missing or has no name.
@@ -88,7 +96,7 @@ def hyperparameters(rec: dict) -> dict:
     hp = rec.get("hyperparameters")
     if (isinstance(hp, dict) and isinstance(hp.get("values"), dict)
             and isinstance(hp.get("non_default"), list)):
-        return hp
+        return _with_changed_defaults(hp)
     cfg = rec.get("config")
     strategy = cfg.get("strategy") if isinstance(cfg, dict) else None
     strategy = {"name": strategy} if isinstance(strategy, str) else strategy
@@ -97,9 +105,20 @@ def hyperparameters(rec: dict) -> dict:
     name = strategy["name"]
     values = {k: v for k, v in strategy.items() if k != "name"}
     defaults = LEGACY_DEFAULTS.get(name, {})
-    return {"strategy": name, "values": values,
-            "non_default": sorted(k for k, v in values.items()
-                                  if k not in defaults or defaults[k] != v)}
+    return _with_changed_defaults({"strategy": name, "values": values,
+                                   "non_default": sorted(k for k, v in values.items()
+                                                         if k not in defaults or defaults[k] != v)})
+
+
+def _with_changed_defaults(hp: dict) -> dict:
+    changed = CHANGED_DEFAULTS.get(hp["strategy"], {})
+    if not changed:
+        return hp
+    marked = set(hp["non_default"])
+    for key, today in changed.items():
+        if key in hp["values"]:
+            (marked.discard if hp["values"][key] == today else marked.add)(key)
+    return {**hp, "non_default": sorted(marked)}
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:

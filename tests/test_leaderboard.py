@@ -223,6 +223,8 @@ def test_runs_with_other_hyper_parameters_get_their_own_row():
                               "non_default": ["k", "tau"]}
     assert record_key(rec) == ("demo", "fda(k=16, tau=0.3)")
     rec["hyperparameters"]["non_default"] = []
+    assert record_key(rec) == ("demo", "fda(tau=0.3)")  # τ's default changed: judged today
+    rec["hyperparameters"]["values"]["tau"] = 0.05
     assert record_key(rec) == ("demo", "fda")
 
 
@@ -243,20 +245,28 @@ def test_records_written_before_hyperparameters_still_load(capsys):
     old, problems = read_results(OLD)
     assert problems == [] and len(old) == 2 and not any("hyperparameters" in r for r in old)
     rows = leaderboard(old)
-    # Proxy-FDA's loss changed in 0.2.0 (revision 2): its older runs are labelled apart
-    assert sorted(r["strategy"] for r in rows) == ["fda", "proxy_fda [rev 1]"]
+    # Proxy-FDA's loss changed in 0.2.0 (revision 2): its older runs are labelled apart; and
+    # both ran at τ = 0.02, no longer the default (0.4.0)
+    assert sorted(r["strategy"] for r in rows) == ["fda(tau=0.02)", "proxy_fda(tau=0.02) [rev 1]"]
     assert all(r["delta_lp_mean"] is not None for r in rows)
     changed = {**old[0], "config": {**old[0]["config"],
                                     "strategy": {**old[0]["config"]["strategy"], "k": 16}}}
-    assert record_key(changed) == ("demo", "fda(k=16)")
+    assert record_key(changed) == ("demo", "fda(k=16, tau=0.02)")
     # an old record and a new one of the same settings share a row
     new = {**old[0], "config": {**old[0]["config"], "seed": 1}, "id": "new"}
     strategy = dict(new["config"]["strategy"])
     new["hyperparameters"] = hyperparameters(strategy.pop("name"), strategy)
-    row = next(r for r in leaderboard(old + [new]) if r["strategy"] == "fda")
+    row = next(r for r in leaderboard(old + [new]) if r["strategy"] == "fda(tau=0.02)")
     assert row["n_seeds"] == 2 and row["seeds"] == [0, 1]
+    # a run at today's τ is not merged with them
+    today = {**new, "id": "today", "config": {**new["config"], "seed": 2,
+                                               "strategy": {**old[0]["config"]["strategy"], "tau": 0.05}}}
+    strategy = dict(today["config"]["strategy"])
+    today["hyperparameters"] = hyperparameters(strategy.pop("name"), strategy)
+    labels = {r["strategy"]: r["seeds"] for r in leaderboard(old + [new, today])}
+    assert labels["fda"] == [2] and labels["fda(tau=0.02)"] == [0, 1]
     assert cli.main(["leaderboard", str(OLD)]) == 0
-    assert "| proxy_fda [rev 1] (collapsed: 1 of 1 seeds) |" in capsys.readouterr().out
+    assert "| proxy_fda(tau=0.02) [rev 1] (collapsed: 1 of 1 seeds) |" in capsys.readouterr().out
 
 
 def test_a_changed_strategy_gets_new_run_ids_and_the_others_keep_theirs():
