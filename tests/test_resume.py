@@ -72,7 +72,7 @@ def _assert_same_state(a: dict, b: dict, strategy: str) -> None:
         pa, pb = a["plugins"][0], b["plugins"][0]
         for k, v in pa.generator.state_dict().items():
             assert torch.equal(v, pb.generator.state_dict()[k]), k
-        ga, gb = pa.gen_optimizer.state_dict(), pb.gen_optimizer.state_dict()
+        ga, gb = pa.generators["final"][1].state_dict(), pb.generators["final"][1].state_dict()
         assert ga["state"].keys() == gb["state"].keys() and ga["state"]
         for i in ga["state"]:
             for k, v in ga["state"][i].items():
@@ -93,7 +93,8 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_run(
     ckpt = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=False)
     assert len(ckpt["state"]["R"]) == 1  # the checkpoint of experience 1 only
     if strategy == "proxy_fda":  # the generator and its optimizer are in the checkpoint
-        assert ckpt["plugins"][0].generator is not None and ckpt["plugins"][0].gen_optimizer.state
+        generator, optimizer = ckpt["plugins"][0].generators["final"]
+        assert generator is ckpt["plugins"][0].generator and optimizer.state
 
     events = []
     with monkeypatch.context() as m:
