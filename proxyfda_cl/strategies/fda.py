@@ -214,18 +214,12 @@ class FDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
         if k is None:
             return
         tau, bias = self.temperature.values(strategy.device)
-        if not self.final_only:
-            reg = torch.stack([fda_loss(s, t, k, tau, bias, neg_weight=self.neg_weight,
-                                        eps=self.eps, boundary=self.boundary)
-                               for _, s, t in self.depth_pairs()]).mean()
-            self.last_loss = reg.detach()
-            strategy.loss = strategy.loss + self.lam * reg
-            return
-        teacher_feats, _ = self.teacher_outputs()
-        feats = self.student_features()
-        reg = fda_loss(feats, teacher_feats, k, tau, bias, neg_weight=self.neg_weight,
-                       eps=self.eps, boundary=self.boundary,
-                       memory=self.memory_view())
+        pairs = self.depth_pairs()
+        reg = torch.stack([fda_loss(s, t, k, tau, bias, neg_weight=self.neg_weight, eps=self.eps,
+                                    boundary=self.boundary, memory=self.memory_view())
+                           for _, s, t in pairs]).mean()
+        # memory and bound are on only with the final embedding alone (``check_depths``)
+        _, feats, teacher_feats = pairs[-1]
         self.memory_push(strategy, teacher_feats, feats)
         self.last_loss = reg.detach()
         strategy.loss = strategy.loss + self.bounded(strategy, self.lam * reg, feats)

@@ -237,13 +237,8 @@ class ProxyFDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
         if k is None:
             return
         tau, bias = self.temperature.values(strategy.device)
-        if self.final_only:
-            teacher_feats, _ = self.teacher_outputs()
-            depths = [("final", self.student_features(), teacher_feats)]
-        else:
-            depths = self.depth_pairs()
         outs = []
-        for name, feats, teacher_feats in depths:
+        for name, feats, teacher_feats in self.depth_pairs():
             gen, opt = self._ensure_generator(feats, name)
             out = proxy_fda_loss(feats, teacher_feats, gen, k, tau, bias, alpha=self.alpha,
                                  gamma_scale=self.gamma_scale, neg_weight=self.neg_weight,
@@ -253,13 +248,12 @@ class ProxyFDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
             opt.step()
             opt.zero_grad(set_to_none=True)
             outs.append(out)
-        if self.final_only:
-            self.memory_push(strategy, teacher_feats, feats)
-            term = self.bounded(strategy, self.lam * outs[0].fda, feats)
-        else:
-            term = self.lam * torch.stack([o.fda for o in outs]).mean()
-        strategy.loss = strategy.loss + term
-        self.last_loss = torch.stack([o.fda for o in outs]).mean().detach()
+        fda = torch.stack([o.fda for o in outs]).mean()
+        # memory and bound are on only with the final embedding alone (``check_depths``), the
+        # loop's last depth
+        self.memory_push(strategy, teacher_feats, feats)
+        strategy.loss = strategy.loss + self.bounded(strategy, self.lam * fda, feats)
+        self.last_loss = fda.detach()
         self.last_proxy_loss = torch.stack([o.proxy for o in outs]).mean().detach()
 
     def after_update(self, strategy, **kwargs):
