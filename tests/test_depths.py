@@ -1,10 +1,8 @@
 """FDA, Proxy-FDA and LDIFS at chosen depths (``strategy.layers``; METHOD.md "Depths")."""
-import copy
 import json
 
 import pytest
 import torch
-from avalanche.core import SupervisedPlugin
 
 from proxyfda_cl.errors import ConfigError
 from proxyfda_cl.strategies import FDAPlugin, LDIFSPlugin, ProxyFDAPlugin, build_strategy
@@ -13,7 +11,7 @@ from proxyfda_cl.strategies.proxy import proxy_fda_loss
 
 from .conftest import small_config_dict
 from .test_fda import reference_boundary_fda
-from .test_plugins import make_strategy, toy_stream
+from .test_plugins import Capture, Total, make_strategy, toy_stream
 
 
 def unit(a):
@@ -36,38 +34,11 @@ def test_pooled_normalises_each_position_then_averages():
     assert pooled(flat) is flat
 
 
-class Rows(SupervisedPlugin):
-    """Before the plugin: the task loss, inputs, the teacher and the generators as they were;
-    after it (``Total``): the total loss and the student."""
-
-    def __init__(self, plugin):
-        super().__init__()
-        self.plugin, self.rows = plugin, []
-
-    def before_training_exp(self, strategy, **kwargs):
-        self.teacher = copy.deepcopy(strategy.model.encoder).eval()
-
-    def before_backward(self, strategy, **kwargs):
-        gens = {n: copy.deepcopy(g) for n, (g, _) in getattr(self.plugin, "generators", {}).items()}
-        self.rows.append(dict(ce=strategy.loss.detach().clone(), x=strategy.mb_x.clone(),
-                              teacher=self.teacher, gens=gens))
-
-
-class Total(SupervisedPlugin):
-    def __init__(self, rows):
-        super().__init__()
-        self.rows = rows
-
-    def before_backward(self, strategy, **kwargs):
-        self.rows.rows[-1].update(total=strategy.loss.detach().clone(),
-                                  student=copy.deepcopy(strategy.model.encoder))
-
-
 def run_rows(plugin):
-    rows = Rows(plugin)
-    make_strategy([rows, plugin, Total(rows)]).train(toy_stream().train_stream)
-    assert len(rows.rows) == 4
-    return rows.rows
+    capture = Capture(plugin)
+    make_strategy([capture, plugin, Total(capture)]).train(toy_stream().train_stream)
+    assert len(capture.rows) == 4
+    return capture.rows
 
 
 @pytest.mark.parametrize("layers,names", [("ldifs", ["conv1", "conv2", "final"]),

@@ -303,3 +303,12 @@ def test_distances_of_the_last_experience_collapsed_runs_and_random_init_are_sho
     assert "naive [random init]" in rows
     md = to_markdown(list(rows.values()))
     assert "fda (collapsed: 1 of 2 seeds) (warnings: 1 of 2 seeds)" in md and "70.00 ± 14.14" in md and "0.300" in md
+
+
+def test_changed_defaults_are_todays_defaults():
+    from proxyfda_cl.results import CHANGED_DEFAULTS
+    from proxyfda_cl.strategies import strategy_defaults
+
+    for name, changed in CHANGED_DEFAULTS.items():
+        defaults = strategy_defaults(name)
+        assert {k: defaults[k] for k in changed} == changed, name

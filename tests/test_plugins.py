@@ -53,7 +53,8 @@ def make_strategy(plugins, epochs=1, bn=False, momentum=0.0, model=None):
 
 
 class Capture(SupervisedPlugin):
-    """Put before the plugin: CE-only loss, inputs, a teacher copy and the generator's state."""
+    """Put before the plugin: CE-only loss, inputs, a teacher copy and the generators' state
+    (``gen`` the final embedding's, ``gens`` every depth's)."""
 
     def __init__(self, plugin):
         super().__init__()
@@ -66,7 +67,8 @@ class Capture(SupervisedPlugin):
         temp = getattr(self.plugin, "temperature", None)
         self.pending = dict(ce=strategy.loss.detach().clone(), x=strategy.mb_x.clone(),
                             teacher=self.teacher, gen=copy.deepcopy(getattr(self.plugin, "generator", None)),
-                            temp=[float(torch.as_tensor(v).detach()) for v in temp.values()] if temp is not None else None)
+                            temp=[float(torch.as_tensor(v).detach()) for v in temp.values()] if temp is not None else None,
+                            gens={n: copy.deepcopy(g) for n, (g, _) in getattr(self.plugin, "generators", {}).items()})
 
 
 class Total(SupervisedPlugin):
