@@ -19,8 +19,8 @@ import numpy as np
 import ot
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from proxyfda_cl.analysis import otdd as otdd_mod  # noqa: E402
-from proxyfda_cl.analysis.otdd import otdd  # noqa: E402
+from proxyfda_cl.metrics import otdd as otdd_mod  # noqa: E402
+from proxyfda_cl.metrics.otdd import otdd  # noqa: E402
 
 
 def _psd_sqrt(s: np.ndarray) -> np.ndarray:

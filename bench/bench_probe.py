@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from proxyfda_cl.analysis.probe import DEFAULT_GRID, fit_probe, stratified_split
+from proxyfda_cl.metrics.probe import DEFAULT_GRID, fit_probe, stratified_split
 
 
 def make_features(n: int, dim: int, n_classes: int, sep: float, seed: int = 0):

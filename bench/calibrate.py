@@ -14,7 +14,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from proxyfda_cl.analysis.probe import extract_features, fit_probe
+from proxyfda_cl.metrics.probe import extract_features, fit_probe
 from proxyfda_cl.benchmarks.concept_world import ATTRIBUTES, concept_dataset
 from proxyfda_cl.config import BackboneConfig
 from proxyfda_cl.models import build_encoder, image_transform

@@ -13,7 +13,7 @@ Usage: python bench/robustness_table.py RESULTS_DIR [--strategies naive l2sp ...
 import argparse
 import statistics
 
-from proxyfda_cl.results import read_results
+from proxyfda_cl.core.record import read_results
 
 DEFAULT = ["naive", "l2sp", "ldifs", "fda", "proxy_fda"]
 

@@ -13,7 +13,7 @@ import warnings
 from typing import Optional
 
 from . import commands
-from .errors import ProxyFDAError
+from .core.errors import ProxyFDAError
 
 
 class _Parser(argparse.ArgumentParser):

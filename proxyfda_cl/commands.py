@@ -10,12 +10,12 @@ import os
 import sys
 from typing import Optional
 
-from .errors import ConfigError, ProxyFDAError
+from .core.errors import ConfigError, ProxyFDAError
 
 
 def cmd_run(a) -> int:
     from .config import load_yaml, make_config
-    from .runner import run
+    from .run.runner import run
 
     base = load_yaml(a.config) if a.config else None
     cfg = make_config(base, a.set, strategy=a.strategy, benchmark=a.benchmark,
@@ -35,7 +35,7 @@ def _pct(v) -> str:
 
 def cmd_sweep(a, *, suite: Optional[str] = None, seeds: Optional[int] = None,
               report: bool = True) -> int:
-    from .sweep import expand, load_suite, run_sweep
+    from .run.sweep import expand, load_suite, run_sweep
 
     s = load_suite(suite or a.suite, seeds=seeds if seeds is not None else getattr(a, "seeds", None))
     results_dir = os.path.expanduser(a.results or os.path.join("results", s.name))
@@ -77,8 +77,8 @@ def cmd_demo(a) -> int:
     from .analysis.plots import plot_all
     from .models import build_encoder
     from .config import BackboneConfig
-    from .results import read_results
-    from .sweep import load_suite
+    from .core.record import read_results
+    from .run.sweep import load_suite
 
     name = "demo-quick" if a.quick else "demo"
     suite = load_suite(name, seeds=a.seeds)
@@ -125,7 +125,7 @@ def cmd_list(a) -> int:
     from .benchmarks import BENCHMARKS, DATASETS
     from .models import BACKBONES
     from .strategies import STRATEGIES, strategy_defaults
-    from .sweep import SUITES_DIR
+    from .run.sweep import SUITES_DIR
 
     print("strategies:")
     for n in STRATEGIES.names():
@@ -141,7 +141,7 @@ def cmd_list(a) -> int:
 
 def cmd_leaderboard(a) -> int:
     from .analysis.leaderboard import leaderboard, to_csv, to_html, to_markdown
-    from .results import read_results
+    from .core.record import read_results
 
     records, problems = read_results(a.results_dir)
     rows = leaderboard(records, problems)
@@ -180,7 +180,7 @@ def _write_text(path: str, text: str) -> None:
 
 def cmd_plot(a) -> int:
     from .analysis import plots
-    from .results import read_results
+    from .core.record import read_results
 
     records, problems = read_results(a.results_dir)
     for p in problems:
@@ -199,7 +199,7 @@ def cmd_plot(a) -> int:
 
 def cmd_correlation(a) -> int:
     from .analysis.correlation import correlation_markdown, correlation_table
-    from .results import read_results
+    from .core.record import read_results
 
     records, problems = read_results(a.results_dir)
     for p in problems:
@@ -214,7 +214,7 @@ def cmd_overhead(a) -> int:
 
     from .config import BackboneConfig
     from .models import build_encoder
-    from .runtime import resolve_device
+    from .core.runtime import resolve_device
     from .strategies import STRATEGIES, strategy_defaults
     from .tools.overhead import measure_step_overhead
 

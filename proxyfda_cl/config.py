@@ -19,9 +19,9 @@ from typing import Any, Optional
 
 import yaml
 
-from .coercion import coerce, parse_scalar
-from .errors import ConfigError
-from .results import STRATEGY_REVISIONS
+from .core.coercion import coerce, parse_scalar
+from .core.errors import ConfigError
+from .core.record import STRATEGY_REVISIONS
 
 
 @dataclass

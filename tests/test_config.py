@@ -2,7 +2,7 @@
 import pytest
 
 from proxyfda_cl.config import from_dict, load_yaml, make_config, parse_scalar, to_dict
-from proxyfda_cl.errors import ConfigError
+from proxyfda_cl.core.errors import ConfigError
 
 
 def test_defaults_and_overrides():

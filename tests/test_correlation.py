@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from proxyfda_cl.analysis.correlation import correlate, correlation_table, forgetting_points
-from proxyfda_cl.errors import DataError
+from proxyfda_cl.core.errors import DataError
 
 
 def test_exact_linear_relation():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from proxyfda_cl.config import from_dict
-from proxyfda_cl.results import read_record
-from proxyfda_cl.runner import checkpoint_dir, record_path, run
+from proxyfda_cl.core.record import read_record
+from proxyfda_cl.run.runner import checkpoint_dir, record_path, run
 from tests.conftest import small_config_dict
 from tests.test_resume import Interrupt, _trained_experiences
 
@@ -98,7 +98,7 @@ def test_step_timer_uses_events_without_syncing(monkeypatch):
 def test_gpu_probe_matches_cpu_probe():
     from torch.utils.data import TensorDataset
 
-    from proxyfda_cl.analysis.probe import extract_features, fit_probe
+    from proxyfda_cl.metrics.probe import extract_features, fit_probe
     from proxyfda_cl.models.tiny import TinyCNN
 
     g = torch.Generator().manual_seed(0)
@@ -129,7 +129,7 @@ def _blobs(rng, n, d, k, shift=0.0):
 
 @pytest.mark.parametrize("case", ["fresh", "class_moved"])
 def test_sinkhorn_on_gpu_close_to_exact(case):
-    from proxyfda_cl.analysis.otdd import feature_distances, otdd
+    from proxyfda_cl.metrics.otdd import feature_distances, otdd
 
     rng = np.random.default_rng(5)
     x1, y1 = _blobs(rng, 300, 16, 5)

@@ -18,7 +18,7 @@ from proxyfda_cl.benchmarks import imagefolder as imf  # noqa: F401  (registers 
 from proxyfda_cl.benchmarks import torchvision_sets as tvs
 from proxyfda_cl.benchmarks.base import load_dataset
 from proxyfda_cl.benchmarks.splits import long_tail, train_val_split
-from proxyfda_cl.errors import DataError
+from proxyfda_cl.core.errors import DataError
 
 
 class NetworkBlocked(OSError):

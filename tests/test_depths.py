@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from proxyfda_cl.errors import ConfigError
+from proxyfda_cl.core.errors import ConfigError
 from proxyfda_cl.strategies import FDAPlugin, LDIFSPlugin, ProxyFDAPlugin, build_strategy
 from proxyfda_cl.strategies.depths import pooled
 from proxyfda_cl.strategies.proxy import proxy_fda_loss

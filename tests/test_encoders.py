@@ -17,7 +17,7 @@ import proxyfda_cl.models.custom  # noqa: F401  (registers torch:)
 import proxyfda_cl.models.openclip  # noqa: F401  (registers openclip:)
 import proxyfda_cl.models.timm_encoder as te
 from proxyfda_cl.config import BackboneConfig
-from proxyfda_cl.errors import ConfigError, WeightsError
+from proxyfda_cl.core.errors import ConfigError, WeightsError
 from proxyfda_cl.models import build_encoder, image_transform
 from proxyfda_cl.models.hub import hub_reachable
 

@@ -16,38 +16,40 @@ ROOT = Path(__file__).resolve().parents[1] / "proxyfda_cl"
 #: module or package -> layer; a module takes the layer of its longest listed prefix.
 LAYER_OF = {
     "proxyfda_cl": "api",  # the package's __init__ only
-    "proxyfda_cl.errors": "base", "proxyfda_cl.registry": "base",
-    "proxyfda_cl.version": "base", "proxyfda_cl.coercion": "base",
-    "proxyfda_cl.runtime": "base", "proxyfda_cl.results": "base", "proxyfda_cl.world": "base",
-    "proxyfda_cl.models": "models",
+    "proxyfda_cl.core": "core",
     "proxyfda_cl.benchmarks": "benchmarks",
+    "proxyfda_cl.models": "models",
+    "proxyfda_cl.metrics": "metrics",
     "proxyfda_cl.analysis": "analysis",
     "proxyfda_cl.strategies": "strategies",
     "proxyfda_cl.config": "config",
-    "proxyfda_cl.training": "training", "proxyfda_cl.sampling": "training",
-    "proxyfda_cl.evaluation": "training", "proxyfda_cl.loggers": "training",
-    "proxyfda_cl.log_writers": "training", "proxyfda_cl.grad_ratio": "training",
-    "proxyfda_cl.runner": "run", "proxyfda_cl.session": "run", "proxyfda_cl.sweep": "run",
-    "proxyfda_cl.ray_engine": "run",
+    "proxyfda_cl.training": "training",
+    "proxyfda_cl.run": "run",
     "proxyfda_cl.tools": "tools",
     "proxyfda_cl.cli": "cli", "proxyfda_cl.commands": "cli", "proxyfda_cl.__main__": "cli",
 }
 
 #: layer -> the other layers it may import from (docs/DESIGN.md, "Layers").
 ALLOWED = {
-    "base": set(),
-    "models": {"base"},
-    "benchmarks": {"base"},
-    "analysis": {"base"},
-    "strategies": {"base"},
-    "config": {"base", "strategies"},
-    "training": {"base", "models", "benchmarks", "analysis", "strategies", "config"},
-    "run": {"base", "models", "benchmarks", "analysis", "strategies", "config", "training"},
-    "tools": {"base", "models", "benchmarks", "strategies", "config", "training"},
-    "cli": {"base", "models", "benchmarks", "analysis", "strategies", "config", "training",
-            "run", "tools"},
-    "api": {"base", "config"},
+    "core": set(),
+    "benchmarks": {"core"},
+    "models": {"core", "benchmarks"},
+    "metrics": {"core"},
+    "analysis": {"core", "metrics"},
+    "strategies": {"core"},
+    "config": {"core", "strategies"},
+    "training": {"core", "benchmarks", "models", "metrics", "strategies", "config"},
+    "run": {"core", "benchmarks", "models", "metrics", "analysis", "strategies", "config",
+            "training"},
+    "tools": {"core", "benchmarks", "models", "strategies", "config", "training"},
+    "cli": {"core", "benchmarks", "models", "metrics", "analysis", "strategies", "config",
+            "training", "run", "tools"},
+    "api": {"core", "config"},
 }
+
+#: the Python files the package root may hold (the package's face; every other module lives
+#: in the folder of its stage).
+ROOT_FILES = {"__init__.py", "__main__.py", "cli.py", "commands.py", "config.py"}
 
 
 def module_name(path: Path) -> str:
@@ -102,6 +104,12 @@ def layer_of(module: str) -> str:
     return LAYER_OF[max(prefixes, key=len)]
 
 
+def test_the_package_root_holds_only_its_face():
+    assert {p.name for p in ROOT.glob("*.py")} <= ROOT_FILES
+    folders = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    assert {f"proxyfda_cl.{f}" for f in folders} <= set(LAYER_OF), "a folder without a layer"
+
+
 def test_every_module_has_a_layer_and_every_layer_a_rule():
     assert {layer_of(m) for m in MODULES} <= set(ALLOWED)
     assert all(layers <= set(ALLOWED) for layers in ALLOWED.values())
@@ -109,8 +117,8 @@ def test_every_module_has_a_layer_and_every_layer_a_rule():
 
 def test_the_reader_sees_imports_inside_functions_and_relative_ones():
     assert "proxyfda_cl.analysis.correlation" in GRAPH["proxyfda_cl.analysis.plots"]
-    assert "proxyfda_cl.runner" in GRAPH["proxyfda_cl.commands"]  # imported inside a function
-    assert "proxyfda_cl.models" in GRAPH["proxyfda_cl.session"]  # ``from .models import ...``
+    assert "proxyfda_cl.run.runner" in GRAPH["proxyfda_cl.commands"]  # imported inside a function
+    assert "proxyfda_cl.models" in GRAPH["proxyfda_cl.run.session"]  # ``from .models import ...``
 
 
 def test_every_arrow_points_down_the_layers():
@@ -126,9 +134,11 @@ def test_the_arrows_the_design_singles_out():
 
     assert not {t for t in reach("proxyfda_cl.strategies") if t.startswith("proxyfda_cl.benchmarks")}
     assert not {t for t in reach("proxyfda_cl.analysis")
-                if t.startswith(("proxyfda_cl.strategies", "proxyfda_cl.runner",
-                                 "proxyfda_cl.session"))}
-    assert not {t for t in reach("proxyfda_cl.models") if t.startswith("proxyfda_cl.benchmarks")}
+                if t.startswith(("proxyfda_cl.strategies", "proxyfda_cl.run.runner",
+                                 "proxyfda_cl.run.session"))}
+    # the tiny encoder pre-trains on the concept world's generator, and reads no dataset
+    assert {t for t in reach("proxyfda_cl.models")
+            if t.startswith("proxyfda_cl.benchmarks")} <= {"proxyfda_cl.benchmarks.world"}
 
 
 def test_no_import_cycle():

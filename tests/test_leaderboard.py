@@ -10,8 +10,8 @@ import pytest
 
 from proxyfda_cl.analysis.leaderboard import (leaderboard, to_csv, to_html, to_markdown,
                                               write_leaderboard)
-from proxyfda_cl.errors import ConfigError
-from proxyfda_cl.results import read_results, record_name, write_json_atomic
+from proxyfda_cl.core.errors import ConfigError
+from proxyfda_cl.core.record import read_results, record_name, write_json_atomic
 
 METRICS = ("a_lp", "delta_lp", "fwt", "bwt", "forgetting")
 
@@ -306,7 +306,7 @@ def test_distances_of_the_last_experience_collapsed_runs_and_random_init_are_sho
 
 
 def test_changed_defaults_are_todays_defaults():
-    from proxyfda_cl.results import CHANGED_DEFAULTS
+    from proxyfda_cl.core.record import CHANGED_DEFAULTS
     from proxyfda_cl.strategies import strategy_defaults
 
     for name, changed in CHANGED_DEFAULTS.items():

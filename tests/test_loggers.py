@@ -11,9 +11,9 @@ import yaml
 
 from proxyfda_cl.cli import main
 from proxyfda_cl.config import check_loggers, from_dict, make_config
-from proxyfda_cl.loggers import (RunLoggers, _step_metric, TaskLossProbe,
+from proxyfda_cl.training.loggers import (RunLoggers, _step_metric, TaskLossProbe,
                                  log_dir, regularizer_values)
-from proxyfda_cl.results import read_results
+from proxyfda_cl.core.record import read_results
 from tests.conftest import small_config_dict
 
 
@@ -74,7 +74,7 @@ def test_run_with_csv_and_tensorboard_logs_the_fda_term(tmp_path, tiny_weights, 
 
 
 def test_wandb_runs_offline_into_the_run_folder(tmp_path, tiny_weights, monkeypatch):
-    from proxyfda_cl.runner import run
+    from proxyfda_cl.run.runner import run
 
     pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -97,7 +97,7 @@ def test_loggers_do_not_change_the_run_id():
 
 
 def test_sweep_runs_get_their_own_log_folders(tmp_path):
-    from proxyfda_cl.sweep import SweepConfig, expand
+    from proxyfda_cl.run.sweep import SweepConfig, expand
 
     suite = SweepConfig(name="t", base={"benchmark": "demo"}, strategies=["naive", "fda"],
                         benchmarks=["demo"], seeds=[0, 1])

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from proxyfda_cl.config import from_dict
-from proxyfda_cl.results import read_record
-from proxyfda_cl.runner import record_path, run
+from proxyfda_cl.core.record import read_record
+from proxyfda_cl.run.runner import record_path, run
 from proxyfda_cl.strategies.fda import fda_loss, teacher_graph
 from proxyfda_cl.strategies.memory import FeatureMemory, MemoryView
 from proxyfda_cl.strategies.proxy import ProxyGenerator, proxy_fda_loss

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from proxyfda_cl.analysis.metrics import KEYS, compute_metrics
-from proxyfda_cl.errors import DataError
+from proxyfda_cl.metrics.continual import KEYS, compute_metrics
+from proxyfda_cl.core.errors import DataError
 
 
 def approx(d):

@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from proxyfda_cl.analysis.otdd import feature_distances, l2_distance, label_w2, otdd, subsample
+from proxyfda_cl.metrics.otdd import feature_distances, l2_distance, label_w2, otdd, subsample
 
 
 def brute_otdd(x1, y1, x2, y2):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from proxyfda_cl.errors import WeightsError
+from proxyfda_cl.core.errors import WeightsError
 from proxyfda_cl.models.packaged import install_hint, packaged_file, to_timm
 
 
@@ -47,9 +47,9 @@ def test_packaged_lite0_builds_offline_and_reads_imagenet_features():
 
 
 def test_the_real_mini_suite_expands_and_a_missing_package_is_one_line(monkeypatch, tmp_path):
-    from proxyfda_cl import runner
+    from proxyfda_cl.run import runner
     from proxyfda_cl.models import packaged
-    from proxyfda_cl.sweep import expand, load_suite
+    from proxyfda_cl.run.sweep import expand, load_suite
 
     cfgs = expand(load_suite("real-mini"), out=str(tmp_path))
     assert len(cfgs) == 18  # six strategies x three datasets, one seed

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from proxyfda_cl.analysis.paired import paired_comparison, paired_differences, paired_markdown
-from proxyfda_cl.results import record_name, write_json_atomic
+from proxyfda_cl.core.record import record_name, write_json_atomic
 
 from .test_leaderboard import make_record
 

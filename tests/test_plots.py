@@ -9,7 +9,7 @@ from scipy import stats
 from proxyfda_cl.analysis.correlation import correlation_table
 from proxyfda_cl.analysis.plots import (plot_all, plot_forward_transfer, plot_matrices,
                                         plot_otdd_vs_forgetting)
-from proxyfda_cl.results import read_results, record_name, write_json_atomic
+from proxyfda_cl.core.record import read_results, record_name, write_json_atomic
 
 STREAM, PROBES = ["t0", "t1", "t2"], ["p0", "p1"]
 

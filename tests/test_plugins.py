@@ -10,7 +10,7 @@ from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
-from proxyfda_cl.errors import ConfigError
+from proxyfda_cl.core.errors import ConfigError
 from proxyfda_cl.models.base import Encoder, EncoderWithHeads
 from proxyfda_cl.strategies import (FDAPlugin, L2SPPlugin, LDIFSPlugin, LPFTPlugin, ProxyFDAPlugin,
                                     build_strategy)

@@ -5,9 +5,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from proxyfda_cl.analysis.probe import (ProbeResult, extract_features, fit_probe,
+from proxyfda_cl.metrics.probe import (ProbeResult, extract_features, fit_probe,
                                         stratified_split)
-from proxyfda_cl.errors import ConfigError, DataError
+from proxyfda_cl.core.errors import ConfigError, DataError
 
 
 def gaussian_classes(n, dim, n_classes, sep, seed, offset=0.5):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from proxyfda_cl.config import BackboneConfig, from_dict
-from proxyfda_cl.errors import ConfigError, WeightsError
+from proxyfda_cl.core.errors import ConfigError, WeightsError
 from proxyfda_cl.models import build_encoder
-from proxyfda_cl.runner import run
+from proxyfda_cl.run.runner import run
 from tests.conftest import small_config_dict
 
 VIT = "pfcl-rand-vit"

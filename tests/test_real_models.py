@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from proxyfda_cl.config import from_dict, to_dict
-from proxyfda_cl.results import read_record, read_results
-from proxyfda_cl.runner import preflight, record_path, run
-from proxyfda_cl.sweep import SUITES_DIR, expand, load_suite
+from proxyfda_cl.core.record import read_record, read_results
+from proxyfda_cl.run.runner import preflight, record_path, run
+from proxyfda_cl.run.sweep import SUITES_DIR, expand, load_suite
 from tests.conftest import small_config_dict
 
 USER_MODULE = '''
@@ -179,7 +179,7 @@ def test_openclip_offline_error_path_is_fast(tmp_path, monkeypatch):
     import open_clip  # noqa: F401  (import time is not the error path)
 
     from proxyfda_cl.config import BackboneConfig
-    from proxyfda_cl.errors import WeightsError
+    from proxyfda_cl.core.errors import WeightsError
     from proxyfda_cl.models import build_encoder
 
     for k, v in _offline_env(tmp_path).items():

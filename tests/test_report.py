@@ -12,7 +12,7 @@ from proxyfda_cl.analysis.correlation import correlation_table
 from proxyfda_cl.analysis.leaderboard import _cell, leaderboard
 from proxyfda_cl.analysis.paired import paired_comparison
 from proxyfda_cl.cli import main
-from proxyfda_cl.results import read_results, record_name, write_json_atomic
+from proxyfda_cl.core.record import read_results, record_name, write_json_atomic
 from tests.test_plots import make_record
 
 
@@ -189,8 +189,8 @@ def test_bad_input_is_one_line(argv, needles, tmp_path, capsys):
 
 
 def test_sweep_writes_the_report_and_prints_its_path_first(tmp_path, tiny_weights, capsys):
-    from proxyfda_cl.runner import run
-    from proxyfda_cl.sweep import expand, load_suite
+    from proxyfda_cl.run.runner import run
+    from proxyfda_cl.run.sweep import expand, load_suite
     from tests.test_sweep import _suite
 
     path = _suite(tmp_path, tiny_weights, strategies=["naive", "fda"])

@@ -3,10 +3,10 @@ and ends exactly where an uninterrupted run ends (CPU, same seed); runs are dete
 import pytest
 import torch
 
-from proxyfda_cl import session
+from proxyfda_cl.run import session
 from proxyfda_cl.config import from_dict
-from proxyfda_cl.results import read_record
-from proxyfda_cl.runner import checkpoint_dir, record_path, run
+from proxyfda_cl.core.record import read_record
+from proxyfda_cl.run.runner import checkpoint_dir, record_path, run
 from tests.conftest import small_config_dict
 
 STRATEGIES = ["naive", "proxy_fda", "ewc"]

@@ -13,10 +13,10 @@ from torch import nn
 from proxyfda_cl.benchmarks.streams import tensor_benchmark
 from proxyfda_cl.config import from_dict
 from proxyfda_cl.models.base import Encoder, EncoderWithHeads
-from proxyfda_cl.runner import run
+from proxyfda_cl.run.runner import run
 from proxyfda_cl.strategies import build_strategy
 from proxyfda_cl.strategies.common import GradientBound
-from proxyfda_cl.grad_ratio import GradRatioPlugin
+from proxyfda_cl.training.grad_ratio import GradRatioPlugin
 from proxyfda_cl.training import FrozenBatchNormPlugin
 
 from .conftest import small_config_dict
@@ -185,7 +185,7 @@ IDS_0_2_0 = {"demo": {"ewc": "eff1eca8812cb9ca", "l2sp": "87f01191260d9dcd",
 @pytest.mark.parametrize("suite", sorted(IDS_0_2_0))
 def test_demo_runs_whose_settings_did_not_change_keep_their_ids(suite):
     from proxyfda_cl.config import to_dict
-    from proxyfda_cl.sweep import expand, load_suite
+    from proxyfda_cl.run.sweep import expand, load_suite
 
     configs = {c.strategy.name: c for c in expand(load_suite(suite), out="x")}
     for name, old in IDS_0_2_0[suite].items():
@@ -205,7 +205,7 @@ def test_clipping_is_on_by_default_and_null_turns_it_off():
 
 def test_an_inline_stream_is_not_labelled_demo(tmp_path):
     from proxyfda_cl.config import make_config
-    from proxyfda_cl.results import record_name
+    from proxyfda_cl.core.record import record_name
 
     cfg = make_config({"benchmark": {"experiences": ["digits[0:5]", "digits[5:10]"]}})
     assert cfg.benchmark.name == "digits[0:5]+digits[5:10]"

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from proxyfda_cl.config import from_dict
-from proxyfda_cl.results import read_record, read_results
-from proxyfda_cl.runner import record_path, run
+from proxyfda_cl.core.record import read_record, read_results
+from proxyfda_cl.run.runner import record_path, run
 from tests.conftest import small_config_dict
 
 
@@ -74,7 +74,7 @@ def test_failed_run_is_recorded_and_never_replaces_a_complete_record(tmp_path, t
     run(good)
     before = record_path(good).read_bytes()
 
-    import proxyfda_cl.session as session
+    import proxyfda_cl.run.session as session
 
     def boom(self):
         raise RuntimeError("disk on fire")

@@ -13,10 +13,10 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training import Naive
 from torch import nn
 
-from proxyfda_cl.sampling import (BatchSamplerPlugin, ClassBatchSampler,
+from proxyfda_cl.training.sampling import (BatchSamplerPlugin, ClassBatchSampler,
                                             RandomBatchSampler, current_batch_indices,
                                             dataset_class_ids)
-from proxyfda_cl.errors import ConfigError
+from proxyfda_cl.core.errors import ConfigError
 from proxyfda_cl.models.base import EncoderWithHeads
 
 

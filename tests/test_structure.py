@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from proxyfda_cl.analysis.structure import knn_indices, knn_overlap
+from proxyfda_cl.metrics.structure import knn_indices, knn_overlap
 
 
 def _feats(n=200, d=16, seed=0):

@@ -15,10 +15,10 @@ import yaml
 
 from proxyfda_cl.cli import main
 from proxyfda_cl.config import from_dict, to_dict
-from proxyfda_cl.errors import ConfigError
-from proxyfda_cl.results import read_record, write_json_atomic
-from proxyfda_cl.runner import checkpoint_dir, record_path, run
-from proxyfda_cl.sweep import expand, load_suite, record_crash, run_sweep
+from proxyfda_cl.core.errors import ConfigError
+from proxyfda_cl.core.record import read_record, write_json_atomic
+from proxyfda_cl.run.runner import checkpoint_dir, record_path, run
+from proxyfda_cl.run.sweep import expand, load_suite, record_crash, run_sweep
 from tests.conftest import small_config_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_grid_expansion_order_overrides_and_dedup(tmp_path, tiny_weights):
 def test_run_ids_are_stable_and_follow_the_complete_config(tmp_path, tiny_weights):
     path = _suite(tmp_path, tiny_weights, strategies=["naive", "fda"], seeds=[0, 1])
     ids = [r.id for r in expand(load_suite(str(path)), out=str(tmp_path / "a"))]
-    code = ("import json, sys; from proxyfda_cl.sweep import expand, load_suite; "
+    code = ("import json, sys; from proxyfda_cl.run.sweep import expand, load_suite; "
             "print(json.dumps([r.id for r in expand(load_suite(sys.argv[1]), out=sys.argv[2])]))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "b")], env=env,
@@ -232,7 +232,7 @@ def test_ray_engine_without_ray_says_how_to_install_it(tmp_path, tiny_weights, m
 
 
 def _writer_code(path: str, writer: int, n: int) -> str:
-    return (f"from proxyfda_cl.results import write_json_atomic\n"
+    return (f"from proxyfda_cl.core.record import write_json_atomic\n"
             f"for i in range({n}):\n"
             f"    write_json_atomic({path!r}, {{'w': {writer}, 'i': i, "
             f"'blob': [{writer} * 1000 + i] * 20000}})\n")

@@ -216,7 +216,7 @@ class TeacherSamples(SupervisedPlugin):
 @pytest.mark.parametrize("cache_mb,expected", [(16.0, [12, 12, 0, 0, 0, 0]), (1e-6, [12] * 6),
                                                (0.0, [12] * 6)])
 def test_teacher_features_are_cached_by_dataset_index(cache_mb, expected):
-    from proxyfda_cl.sampling import BatchSamplerPlugin
+    from proxyfda_cl.training.sampling import BatchSamplerPlugin
 
     runs = {}
     for mb in (0.0, cache_mb):
@@ -232,7 +232,7 @@ def test_teacher_features_are_cached_by_dataset_index(cache_mb, expected):
 
 
 def test_the_sampler_hands_each_step_its_dataset_indices():
-    from proxyfda_cl.sampling import BatchSamplerPlugin, current_batch_indices
+    from proxyfda_cl.training.sampling import BatchSamplerPlugin, current_batch_indices
 
     plugin = FDAPlugin(k=3)
     pairs = []

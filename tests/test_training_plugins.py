@@ -8,9 +8,9 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
-from proxyfda_cl.analysis.probe import fit_linear
+from proxyfda_cl.metrics.probe import fit_linear
 from proxyfda_cl.config import from_dict
-from proxyfda_cl.runner import run
+from proxyfda_cl.run.runner import run
 from proxyfda_cl.training import (DivergedError, DivergenceGuardPlugin, FrozenBatchNormPlugin,
                                    HeadInitPlugin)
 

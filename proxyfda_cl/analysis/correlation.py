@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import stats
 
-from ..errors import DataError
+from ..core.errors import DataError
 
 __all__ = ["correlate", "forgetting_points", "correlation_table"]
 
@@ -82,7 +82,7 @@ def forgetting_points(records: Iterable[dict], *, held_out: bool = False) -> lis
     the ones Δ_LP averages) give points: concept forgetting without the gains of training.
 
     ``forgetting = P[0][d] - P[t][d]`` with ``d`` looked up in ``P_columns`` (the run-record
-    schema in :mod:`proxyfda_cl.results`). Entries whose ``otdd`` or ``l2`` is null, or whose
+    schema in :mod:`proxyfda_cl.core.record`). Entries whose ``otdd`` or ``l2`` is null, or whose
     probe accuracies are null, are skipped.
 
     Returns:

@@ -1,6 +1,6 @@
 """Leaderboard: one row per (benchmark, strategy), mean and std over seeds, as md, csv or html.
 
-Rows come from run records (``proxyfda_cl.results.read_results``); metrics are those of
+Rows come from run records (``proxyfda_cl.core.record.read_results``); metrics are those of
 METHOD.md, section "Metrics" (``A_LP``, ``Δ_LP``, ``FWT``, ``BWT``, ``Forgetting``), read
 from ``metrics.final``; training time is the sum of ``timing.per_experience[*].train_s``.
 """
@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .records import describe, group_records, is_number, report
 
 METRICS = ("a_lp", "delta_lp", "fwt", "bwt", "forgetting")

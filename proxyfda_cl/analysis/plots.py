@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from ..errors import DataError
+from ..core.errors import DataError
 from .correlation import correlate, forgetting_points
 from .leaderboard import mean_std
 from .records import describe, group_records, is_number, report

@@ -7,7 +7,7 @@ import logging
 import math
 from typing import Any, Optional
 
-from ..results import hyperparameters, revision_suffix
+from ..core.record import hyperparameters, revision_suffix
 
 log = logging.getLogger(__name__)
 

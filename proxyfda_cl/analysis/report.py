@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..version import __version__
-from ..errors import ConfigError
-from ..results import read_results
+from ..core.version import __version__
+from ..core.errors import ConfigError
+from ..core.record import read_results
 from .records import describe, is_number, record_key
 from .report_html import badge, esc, page, section, table
 from .report_sections import (correlation_section, dig, figures_section, knn_overlap,

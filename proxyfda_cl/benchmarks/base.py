@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ..registry import Registry
+from ..core.registry import Registry
 
 DATASETS: Registry[Callable[..., "TaskData"]] = Registry("dataset", "benchmark.experiences/probes")
 

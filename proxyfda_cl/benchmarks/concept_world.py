@@ -4,7 +4,7 @@ Every image carries all four attribute labels, so a task can be any attribute
 (``concept:shape``), a combination (``concept:shape+colour``: one class per pair) or, with
 the stream's class-subset syntax, a subset of classes (``concept:shape[0:3]``). Fine-tuning
 on one attribute erodes what the encoder knows of the others: that is the concept forgetting
-the suite measures. The images come from the world's generator (``proxyfda_cl.world``).
+the suite measures. The images come from the world's generator (``proxyfda_cl.benchmarks.world``).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import hashlib
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError
-from ..world import ATTRIBUTES, BACKGROUNDS, COLOURS, SHAPES, TEXTURES, WorldParams, generate
+from ..core.errors import ConfigError
+from .world import ATTRIBUTES, BACKGROUNDS, COLOURS, SHAPES, TEXTURES, WorldParams, generate
 from .base import DATASETS, TaskData
 
 __all__ = ["ATTRIBUTES", "BACKGROUNDS", "COLOURS", "SHAPES", "TEXTURES", "TensorImageDataset",

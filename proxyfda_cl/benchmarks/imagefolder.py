@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .base import DATASETS, TaskData
 from .splits import TEST_SPLIT_SEED, train_val_split
 

@@ -20,8 +20,8 @@ from avalanche.benchmarks.utils import (_make_taskaware_classification_dataset,
                                         _make_taskaware_tensor_classification_dataset)
 from torch.utils.data import Dataset, Subset
 
-from ..errors import ConfigError
-from ..registry import Registry
+from ..core.errors import ConfigError
+from ..core.registry import Registry
 from .base import TaskData, load_dataset
 from .concept_world import TensorImageDataset
 from .splits import long_tail, train_val_split

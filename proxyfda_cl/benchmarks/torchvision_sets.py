@@ -22,7 +22,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision.datasets.folder import find_classes
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .base import DATASETS, TaskData
 from .idx import IDX_FILES, GreyIdxDataset, find_idx, read_idx
 from .splits import TEST_SPLIT_SEED, train_val_split

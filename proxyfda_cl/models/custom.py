@@ -25,7 +25,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from ..errors import ConfigError, WeightsError
+from ..core.errors import ConfigError, WeightsError
 from .base import ModuleEncoder, wants_random_weights
 from .hub import one_line
 from .registry import BACKBONES

@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError, WeightsError
+from ..core.errors import ConfigError, WeightsError
 from .base import Encoder, wants_random_weights
 from .hub import cached_hf_file, download_progress, hf_cache_dir, hub_reachable, one_line
 from .registry import BACKBONES

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import WeightsError
+from ..core.errors import WeightsError
 
 #: timm architecture -> (package module, pip package).
 PACKAGED = {

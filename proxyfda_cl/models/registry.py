@@ -10,6 +10,6 @@ from typing import Callable
 
 from torch import nn
 
-from ..registry import Registry
+from ..core.registry import Registry
 
 BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone", "backbone.name")

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..errors import ConfigError, WeightsError
+from ..core.errors import ConfigError, WeightsError
 from .base import ModuleEncoder, wants_random_weights
 from .hub import cached_hf_file, download_progress, hf_cache_dir, hub_reachable, one_line
 from .packaged import PACKAGED, install_hint, packaged_weights, to_timm

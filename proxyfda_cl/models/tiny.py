@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, WeightsError
-from ..world import ATTRIBUTES, generate
+from ..core.errors import ConfigError, WeightsError
+from ..benchmarks.world import ATTRIBUTES, generate
 from .base import Encoder, wants_random_weights
 from .registry import BACKBONES
 

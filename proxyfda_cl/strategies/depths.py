@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .common import as_float
 
 FINAL, LDIFS = "final", "ldifs"

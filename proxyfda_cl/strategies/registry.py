@@ -15,10 +15,10 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..coercion import coerce
-from ..errors import ConfigError
-from ..registry import Registry
-from ..results import STRATEGY_REVISIONS
+from ..core.coercion import coerce
+from ..core.errors import ConfigError
+from ..core.registry import Registry
+from ..core.record import STRATEGY_REVISIONS
 
 STRATEGIES: Registry[Callable[..., "StrategyRecipe"]] = Registry("strategy", "strategy.name")
 

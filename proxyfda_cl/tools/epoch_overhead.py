@@ -20,7 +20,7 @@ from torch import nn
 from ..benchmarks.concept_world import concept_dataset
 from ..benchmarks.streams import tensor_benchmark
 from ..models.base import EncoderWithHeads, image_transform
-from ..sampling import BatchSamplerPlugin
+from ..training.sampling import BatchSamplerPlugin
 from ..strategies import TeacherPlugin, build_strategy
 
 

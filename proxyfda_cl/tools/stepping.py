@@ -16,9 +16,9 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
 from ..models.base import EncoderWithHeads
-from ..sampling import BatchSamplerPlugin
+from ..training.sampling import BatchSamplerPlugin
 from ..strategies import TeacherPlugin, build_strategy
-from ..training import AutocastPlugin
+from ..training import AutocastPlugin, make_optimizer
 
 #: ``<strategy>+cache``: the strategy with its teacher-feature cache warm (epochs 2..E).
 CACHE_SUFFIX = "+cache"
@@ -110,13 +110,8 @@ def split_variant(name: str) -> tuple:
     return (base, False, int(size)) if sep else (name, False, 0)
 
 
-def make_optimizer(name: str, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """``sgd`` (momentum 0.9) or ``adamw`` (weight decay 0.1, the GPU suites' optimizer)."""
-    if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    raise ValueError(f"optimizer must be sgd or adamw, got {name!r}")
+#: the optimisers the tools time, as the suites set them (AdamW with the GPU suites' decay)
+TOOL_OPTIMIZERS = {"sgd": {"momentum": 0.9}, "adamw": {"weight_decay": 0.1}}
 
 
 def prepare_strategy(name: str, encoder: nn.Module, experiences: list, *, params: dict,
@@ -144,7 +139,8 @@ def prepare_strategy(name: str, encoder: nn.Module, experiences: list, *, params
     if precision == "bf16":
         plugins.append(AutocastPlugin(device_type=device.type))
     model = EncoderWithHeads(copy.deepcopy(encoder))
-    strategy = Naive(model=model, optimizer=make_optimizer(optimizer, model, lr),
+    strategy = Naive(model=model, optimizer=make_optimizer(model.parameters(), optimizer, lr=lr,
+                                                        **TOOL_OPTIMIZERS[optimizer]),
                      criterion=nn.CrossEntropyLoss(), train_mb_size=batch_size, train_epochs=1,
                      plugins=plugins, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1,
                      device=device)

@@ -38,10 +38,10 @@ from typing import Any, Optional
 
 from avalanche.core import SupervisedPlugin
 
-from .analysis.metrics import compute_metrics
-from .config import to_dict
+from ..metrics.continual import compute_metrics
+from ..config import to_dict
 from .log_writers import csv_logger, wandb_logger
-from .results import record_name
+from ..core.record import record_name
 
 # plugin class name -> {attribute: series name}; other plugins with ``last_loss`` are named
 # after their class

@@ -15,20 +15,21 @@ import torch
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 
-from .analysis.metrics import compute_metrics
-from .benchmarks.streams import build_stream
-from .config import RunConfig, to_dict
+from ..metrics.continual import compute_metrics
+from ..benchmarks.streams import build_stream
+from ..config import RunConfig, to_dict
 from .evaluation import Evaluator
-from .loggers import RunLoggers
-from .models import EncoderWithHeads, build_encoder, image_transform
-from .models.base import batchnorm_layers
-from .runtime import resolve_device, rng_state, seed_everything, set_rng_state, versions
-from .sampling import BatchSamplerPlugin
-from .strategies import TeacherPlugin, build_strategy, hyperparameters, strategy_defaults
-from .grad_ratio import GradRatioPlugin
-from .training import (AutocastPlugin, DivergenceGuardPlugin, FrozenBatchNormPlugin,
-                       GradClipPlugin, HeadInitPlugin, LRSchedulePlugin, StepTimerPlugin)
-from .version import __version__
+from ..training.loggers import RunLoggers
+from ..models import EncoderWithHeads, build_encoder, image_transform
+from ..models.base import batchnorm_layers
+from ..core.runtime import resolve_device, rng_state, seed_everything, set_rng_state, versions
+from ..training.sampling import BatchSamplerPlugin
+from ..strategies import TeacherPlugin, build_strategy, hyperparameters, strategy_defaults
+from ..training.grad_ratio import GradRatioPlugin
+from ..training import (AutocastPlugin, DivergenceGuardPlugin, FrozenBatchNormPlugin,
+                        GradClipPlugin, HeadInitPlugin, LRSchedulePlugin, StepTimerPlugin,
+                        make_optimizer)
+from ..core.version import __version__
 
 #: A task accuracy at most ``chance + COLLAPSE_MARGIN * (1 - chance)`` after its experience
 #: marks the run as collapsed (for 10 classes: at most 19%).
@@ -39,17 +40,6 @@ _EXP_KEY = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
 def checkpoint_dir(cfg: RunConfig) -> Path:
     """Per-run checkpoint folder: ``OUT/checkpoints/<id>``."""
     return Path(os.path.expanduser(cfg.out)) / "checkpoints" / cfg.id
-
-
-def make_optimizer(model: torch.nn.Module, train) -> torch.optim.Optimizer:
-    """The optimizer named by ``train.optimizer`` over the model's parameters."""
-    params = model.parameters()
-    if train.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum,
-                               weight_decay=train.weight_decay)
-    if train.optimizer == "adam":
-        return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
-    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
 
 
 class Session:
@@ -129,7 +119,9 @@ class Session:
             extra.append(ratio)
         extra.append(DivergenceGuardPlugin(lr=cfg.train.lr, hint=weights and f" or {weights}",
                                            grad_clip=cfg.train.grad_clip))
-        optimizer = make_optimizer(model, cfg.train)
+        optimizer = make_optimizer(model.parameters(), cfg.train.optimizer, lr=cfg.train.lr,
+                                   momentum=cfg.train.momentum,
+                                   weight_decay=cfg.train.weight_decay)
         logs = RunLoggers(cfg, interactive=self.progress, resumed=ckpt is not None)
         strategy = Naive(model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
                          train_mb_size=cfg.train.batch_size,

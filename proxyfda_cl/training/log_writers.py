@@ -9,7 +9,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .config import to_dict
+from ..config import to_dict
 
 
 def csv_logger(folder: Path, resumed: bool):

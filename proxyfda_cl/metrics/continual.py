@@ -1,6 +1,6 @@
 """Stream metrics from the accuracy matrices of a run (METHOD.md, Metrics).
 
-Inputs follow the run record (``proxyfda_cl.results``): ``R`` is T x T with ``R[t][j]`` the
+Inputs follow the run record (``proxyfda_cl.core.record``): ``R`` is T x T with ``R[t][j]`` the
 accuracy of task j after experience t+1 (0-based row t); ``P`` is (T+1) x (T + #probes) with
 row 0 the pre-trained encoder and columns = stream tasks, then probe datasets. Below,
 experiences and tasks are 1-based as in METHOD.md. Values are fractions in [0, 1]; a metric
@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from ..core.errors import DataError
 
 KEYS = ("a_lp", "delta_lp", "fwt", "bwt", "forgetting")
 

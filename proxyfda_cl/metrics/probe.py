@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 
 DEFAULT_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 

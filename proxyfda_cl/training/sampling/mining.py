@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
-from ..errors import DataError
+from ...core.errors import DataError
 
 
 def _as_long(values: Any) -> torch.Tensor:

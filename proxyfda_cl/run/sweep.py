@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .config import RunConfig, from_dict, load_yaml, make_config, set_dotted, to_dict
-from .errors import ConfigError, DataError
-from .results import read_record
+from ..config import RunConfig, from_dict, load_yaml, make_config, set_dotted, to_dict
+from ..core.errors import ConfigError, DataError
+from ..core.record import read_record
 from .ray_engine import run_on_ray
 from .runner import check_writable, preflight, record_path, run, write_failed_record
 
-SUITES_DIR = Path(__file__).parent / "suites"
+SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 
 
 @dataclass

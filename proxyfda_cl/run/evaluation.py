@@ -12,11 +12,11 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader
 
-from .analysis.otdd import feature_distances
-from .analysis.probe import extract_features, fit_probe
-from .analysis.structure import knn_overlap
-from .benchmarks.streams import Stream, limit
-from .models.base import batchnorm_layers
+from ..metrics.otdd import feature_distances
+from ..metrics.probe import extract_features, fit_probe
+from ..metrics.structure import knn_overlap
+from ..benchmarks.streams import Stream, limit
+from ..models.base import batchnorm_layers
 
 
 class Evaluator:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 
 def run_on_ray(args: list, *, run: Callable[..., dict], crashed: Callable[[dict, str], dict],

@@ -14,16 +14,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from .benchmarks import DATASETS, resolve, split_name
-from .benchmarks.streams import parse_subset
-from .config import RunConfig, to_dict
-from .errors import ConfigError, ProxyFDAError, WeightsError
-from .models import BACKBONES, packaged
-from .models.hub import hub_reachable
-from .results import is_complete, read_record, record_name, write_json_atomic
-from .runtime import resolve_device
+from ..benchmarks import DATASETS, resolve, split_name
+from ..benchmarks.streams import parse_subset
+from ..config import RunConfig, to_dict
+from ..core.errors import ConfigError, ProxyFDAError, WeightsError
+from ..models import BACKBONES, packaged
+from ..models.hub import hub_reachable
+from ..core.record import is_complete, read_record, record_name, write_json_atomic
+from ..core.runtime import resolve_device
 from .session import Session, checkpoint_dir
-from .strategies import build_strategy
+from ..strategies import build_strategy
 
 log = logging.getLogger("proxyfda_cl")
 

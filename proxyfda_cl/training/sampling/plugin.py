@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from ..errors import ConfigError
+from ...core.errors import ConfigError
 from .mining import dataset_class_ids, teacher_class_means
 from .samplers import SAMPLER_KINDS, ClassBatchSampler, RandomBatchSampler
 
