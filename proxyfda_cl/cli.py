@@ -7,24 +7,17 @@ Errors a user can cause print one line (``error: ...``) and exit with code 2.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import warnings
 from typing import Optional
 
 from . import commands
-from .core.errors import ProxyFDAError
+from .core.errors import ProxyFDAError, quiet_third_party
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, as for every user error
         sys.stderr.write(f"error: {self.prog}: {message}\n")
         sys.exit(2)
-
-
-def _quiet() -> None:
-    warnings.filterwarnings("ignore")
-    logging.getLogger().setLevel(logging.ERROR)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list] = None) -> int:
     """Entry point; returns the exit code."""
-    _quiet()
+    quiet_third_party()
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

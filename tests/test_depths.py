@@ -56,7 +56,7 @@ def test_fda_at_several_depths_is_the_mean_of_per_depth_losses(layers, names):
 
 
 def test_proxy_fda_at_several_depths_has_a_generator_per_depth():
-    plugin = ProxyFDAPlugin(lam=0.7, k=3, layers="ldifs")
+    plugin = ProxyFDAPlugin(lam=0.7, k=3, tau=0.1, boundary="fixed", layers="ldifs")
     rows = run_rows(plugin)
     assert sorted(plugin.generators) == ["conv1", "conv2", "final"]
     assert plugin.generators["conv1"][0].projection.shape[0] == 4  # conv1's 4 channels

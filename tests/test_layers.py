@@ -161,3 +161,21 @@ def test_no_import_cycle():
     for m in sorted(GRAPH):
         if m not in state:
             visit(m)
+
+
+def test_no_warning_filter_without_a_category_or_a_module():
+    """The suite's own warnings can change a number: nothing in the package silences every
+    warning at once (``warnings.filterwarnings("ignore")`` or ``simplefilter("ignore")``)."""
+    blanket = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("filterwarnings", "simplefilter")):
+                kws = {k.arg for k in node.keywords}
+                if len(node.args) < 2 and not kws & {"category", "module"}:
+                    blanket.append(f"{module}:{node.lineno}")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "disable" and getattr(node.func.value, "id", "") == "logging"
+                    and module != "proxyfda_cl.models.openclip"):  # scoped there, and restored
+                blanket.append(f"{module}:{node.lineno} (logging.disable)")
+    assert not blanket, blanket

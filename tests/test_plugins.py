@@ -123,11 +123,13 @@ def test_layer_distance_normalises_channels_and_averages_positions(shape, dim):
     torch.testing.assert_close(layer_distance(a, b, dim), expected)
 
 
+#: the references compute METHOD.md's formula at its own defaults (fixed boundary, b = 0, τ = 0.1)
+FORMULA = {"tau": 0.1, "boundary": "fixed"}
 CASES = {
-    "fda": (lambda c: FDAPlugin(lam=0.7, k=3), 0.7, ref_fda),
-    "fda_learnable": (lambda c: FDAPlugin(lam=0.7, k=3, learnable_temperature=True, temp_lr=0.05),
-                      0.7, ref_fda),
-    "proxy_fda": (lambda c: ProxyFDAPlugin(lam=0.7, k=3), 0.7, ref_proxy),
+    "fda": (lambda c: FDAPlugin(lam=0.7, k=3, **FORMULA), 0.7, ref_fda),
+    "fda_learnable": (lambda c: FDAPlugin(lam=0.7, k=3, learnable_temperature=True, temp_lr=0.05,
+                                          **FORMULA), 0.7, ref_fda),
+    "proxy_fda": (lambda c: ProxyFDAPlugin(lam=0.7, k=3, **FORMULA), 0.7, ref_proxy),
     "ldifs": (lambda c: LDIFSPlugin(alpha=10.0), 10.0, ref_ldifs),
     "l2sp": (lambda c: L2SPPlugin(alpha=0.5), 0.5, ref_l2sp),
 }

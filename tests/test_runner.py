@@ -87,3 +87,15 @@ def test_failed_run_is_recorded_and_never_replaces_a_complete_record(tmp_path, t
     finally:
         session.Session.run = orig
     assert record_path(good).read_bytes() == before
+
+
+def test_a_run_whose_batch_lowered_k_records_the_warning(tmp_path, tiny_weights):
+    d = small_config_dict(str(tmp_path), tiny_weights, strategy="fda")
+    d["train"].update(sampler="random", batch_size=30)  # 96 samples: batches of 30, 30, 30, 6
+    rec = run(from_dict(d))
+    lowered = [w for w in rec["warnings"] if "k=8 lowered to 4 for minibatches of 6" in w]
+    assert [w.split(":")[0] for w in lowered] == ["experience 1", "experience 2"], rec["warnings"]
+    assert read_record(record_path(from_dict(d)))["warnings"] == rec["warnings"]
+    # a full batch every step: nothing to record
+    d["train"].update(batch_size=32)
+    assert not [w for w in run(from_dict(d))["warnings"] if "lowered" in w]

@@ -30,6 +30,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from ..core.errors import ResultWarning
+
 Array = Union[np.ndarray, torch.Tensor]
 
 __all__ = ["otdd", "label_w2", "subsample", "l2_distance", "feature_distances"]
@@ -222,7 +224,7 @@ def otdd(x1: Array, y1: Array, x2: Array, y2: Array, method: str = "exact", *,
         v, ok = _sinkhorn_ot(c, eps, start, symmetric=sym, num_itermax=iters, tol=tol)
         if not ok:
             warnings.warn(f"otdd: sinkhorn did not reach tol={tol} in {iters} iterations "
-                          f"(eps={eps:.3g}); raise num_itermax or reg", RuntimeWarning)
+                          f"(eps={eps:.3g}); raise num_itermax or reg", ResultWarning)
         values.append(v)
     div = values[0] - 0.5 * (values[1] + values[2])
     return math.sqrt(max(div, 0.0))

@@ -18,6 +18,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from ..metrics.continual import compute_metrics
 from ..benchmarks.streams import build_stream
 from ..config import RunConfig, to_dict
+from ..core.errors import recorded_warnings
 from .evaluation import Evaluator
 from ..training.loggers import RunLoggers
 from ..models import EncoderWithHeads, build_encoder, image_transform
@@ -141,19 +142,25 @@ class Session:
             for t in range(len(state["R"]), n_exp):
                 self.say(f"experience {t + 1}/{n_exp}: {stream.experiences[t]}")
                 t0 = time.perf_counter()
-                strategy.train(train_stream[t], num_workers=cfg.train.num_workers)
+                caught: list = []  # the experience's ResultWarnings, one line each
+                with recorded_warnings(caught):
+                    strategy.train(train_stream[t], num_workers=cfg.train.num_workers)
                 train_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 # tasks seen so far only: R[t][j] for j > t is left undefined (None)
-                results = strategy.eval(test_stream[:t + 1], num_workers=cfg.train.num_workers)
+                with recorded_warnings(caught):
+                    results = strategy.eval(test_stream[:t + 1], num_workers=cfg.train.num_workers)
                 r_row = [None] * n_exp
                 for key, value in results.items():
                     m = _EXP_KEY.match(key)
                     if m:
                         r_row[int(m.group(1))] = float(value)
-                p_row, dists = evaluator.evaluate(
-                    model.encoder, t + 1,
-                    bn_data=train_stream[t].dataset.eval() if bn_drift else None)
+                with recorded_warnings(caught):
+                    p_row, dists = evaluator.evaluate(
+                        model.encoder, t + 1,
+                        bn_data=train_stream[t].dataset.eval() if bn_drift else None)
+                state.setdefault("warnings", []).extend(
+                    f"experience {t + 1}: {line}" for line in dict.fromkeys(caught))
                 chance = 1.0 / stream.sets[stream.experiences[t]].num_classes
                 acc = r_row[t]
                 if acc is not None and acc <= chance + COLLAPSE_MARGIN * (1 - chance):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..config import RunConfig, from_dict, load_yaml, make_config, set_dotted, to_dict
-from ..core.errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError, quiet_third_party
 from ..core.record import read_record
 from .ray_engine import run_on_ray
 from .runner import check_writable, preflight, record_path, run, write_failed_record
@@ -165,11 +165,7 @@ def run_one(cfg_dict: dict, keep_checkpoints: bool = False, overwrite: bool = Fa
     Returns:
         ``{id, status, path, skipped, resumed}``, with ``error`` (one line) when failed.
     """
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
+    quiet_third_party()
     if threads > 0:
         import torch
 

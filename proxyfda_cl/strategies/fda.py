@@ -20,7 +20,7 @@ from .common import (BOUNDARIES, NEG_WEIGHTS, BoundedMixin, SigmoidTemperature, 
                      batch_k, check_common)
 from .depths import DepthsMixin
 from .memory import MemoryMixin, MemoryView
-from .registry import StrategyRecipe, register_strategy
+from .registry import register_plugin
 from .teacher import Teacher, TeacherPlugin
 
 Scalar = Union[float, torch.Tensor]
@@ -170,18 +170,25 @@ class FDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
     initialised from ``tau`` and ``bias``, with its own Adam optimizer (``temp_lr``) stepped
     after the strategy's update; Avalanche's optimizer never sees them.
 
+    Built with no arguments it is the shipped ``fda`` strategy (the ``fda`` recipe is this
+    plugin on hard-mined batches): the boundary at each anchor's own teacher midpoint, τ = 0.05,
+    λ = 3 (METHOD.md "FDA", step 3; docs/benchmarks.md, "Robustness matrix"). ``fda_loss``
+    keeps the formula's defaults (b = 0 at a fixed boundary, τ = 0.1).
+
     Args:
         lam: weight of the FDA term.
         k: neighbours per anchor.
-        tau, bias: SigLIP temperature and bias (ours: 0.1 and 0).
+        tau, bias: SigLIP temperature and bias.
         neg_weight: ``constant`` or ``similarity``.
         eps: lower clamp of neighbour weights.
-        boundary: ``fixed`` or ``teacher`` (see ``fda_loss``).
+        boundary: ``teacher`` or ``fixed`` (see ``fda_loss``).
         learnable_temperature: learn ``log(1/tau)`` and ``b``.
         temp_lr: learning rate of the temperature/bias optimizer.
         encoder_attr: model attribute that holds the encoder.
         teacher: ``previous`` | ``pretrained`` | a ``Teacher``.
-        teacher_cache_mb: cache teacher features by dataset index (see ``TeacherPlugin``).
+        teacher_cache_mb: cache teacher features by dataset index (see ``TeacherPlugin``): only
+            where the suite's batch sampler hands the plugin each minibatch's indices, whose
+            inputs are deterministic; in any other strategy the teacher runs live.
         memory_size: entries of the cross-batch memory (0: the batch alone; see ``memory``).
         memory_warmup: steps of each experience before the memory is used.
         max_grad_ratio: bound on the term's gradient at the student features, as a multiple
@@ -190,11 +197,11 @@ class FDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
             METHOD.md "Depths"); memory and bound need ``final``.
     """
 
-    def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
-                 neg_weight: str = "constant", eps: float = 1e-6, boundary: str = "fixed",
+    def __init__(self, *, lam: float = 3.0, k: int = 8, tau: float = 0.05, bias: float = 0.0,
+                 neg_weight: str = "constant", eps: float = 1e-6, boundary: str = "teacher",
                  learnable_temperature: bool = False, temp_lr: float = 1e-3,
                  encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
-                 teacher_cache_mb: float = 0.0, memory_size: int = 0,
+                 teacher_cache_mb: float = 256.0, memory_size: int = 0,
                  memory_warmup: int = 0, max_grad_ratio: float = 0.0,
                  layers: str = "final") -> None:
         check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
@@ -228,25 +235,4 @@ class FDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
         self.temperature.step()
 
 
-@register_strategy("fda")
-def fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.05, bias: float = 0.0,
-        neg_weight: str = "constant", boundary: str = "teacher",
-        learnable_temperature: bool = False, temp_lr: float = 1e-3,
-        teacher: str = "previous", teacher_cache_mb: float = 256.0, memory_size: int = 0,
-        memory_warmup: int = 0, max_grad_ratio: float = 0.0,
-        layers: str = "final") -> StrategyRecipe:
-    """FDA on hard-mined class-balanced batches (METHOD.md "FDA").
-
-    Shipped defaults (docs/benchmarks.md, "FDA's boundary and temperature" and "Robustness
-    matrix"): the sigmoid's boundary at each anchor's own teacher midpoint
-    (``boundary="teacher"``), τ = 0.05, λ = 3, on the final embedding.
-    ``fda_loss`` and ``FDAPlugin`` keep METHOD.md's formula defaults (fixed b = 0, τ = 0.1,
-    λ = 1). The suite's inputs are deterministic, so teacher features are cached by dataset
-    index (``teacher_cache_mb``; 0 turns the cache off).
-    """
-    plugin = FDAPlugin(lam=lam, k=k, tau=tau, bias=bias, neg_weight=neg_weight, boundary=boundary,
-                       learnable_temperature=learnable_temperature, temp_lr=temp_lr, teacher=teacher,
-                       teacher_cache_mb=teacher_cache_mb, memory_size=memory_size,
-                       memory_warmup=memory_warmup, max_grad_ratio=max_grad_ratio,
-                       layers=layers)
-    return StrategyRecipe(plugins=[plugin], sampler="hard")
+register_plugin("fda", FDAPlugin, sampler="hard")

@@ -10,7 +10,7 @@ from typing import Iterable, Union
 import torch
 
 from .common import as_float
-from .registry import StrategyRecipe, register_strategy
+from .registry import register_plugin
 from .teacher import Teacher, TeacherPlugin, get_encoder
 
 
@@ -58,7 +58,4 @@ class L2SPPlugin(TeacherPlugin):
         strategy.loss = strategy.loss + self.alpha * reg
 
 
-@register_strategy("l2sp")
-def l2sp(*, alpha: float = 0.5, teacher: str = "previous") -> StrategyRecipe:
-    """L2SP weight-space regularisation (METHOD.md "Baselines")."""
-    return StrategyRecipe(plugins=[L2SPPlugin(alpha=alpha, teacher=teacher)])
+register_plugin("l2sp", L2SPPlugin)

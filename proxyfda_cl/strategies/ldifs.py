@@ -18,7 +18,7 @@ import torch
 
 from .common import as_float
 from .depths import DepthsMixin
-from .registry import StrategyRecipe, register_strategy
+from .registry import register_plugin
 from .teacher import Teacher, TeacherPlugin
 
 
@@ -82,7 +82,4 @@ class LDIFSPlugin(DepthsMixin, TeacherPlugin):
         strategy.loss = strategy.loss + self.alpha * reg
 
 
-@register_strategy("ldifs")
-def ldifs(*, alpha: float = 10.0, teacher: str = "previous", layers: str = "ldifs") -> StrategyRecipe:
-    """LDIFS feature-space distance (METHOD.md "LDIFS"); ``layers`` as in ``LDIFSPlugin``."""
-    return StrategyRecipe(plugins=[LDIFSPlugin(alpha=alpha, teacher=teacher, layers=layers)])
+register_plugin("ldifs", LDIFSPlugin)

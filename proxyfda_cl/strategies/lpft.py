@@ -14,7 +14,7 @@ from typing import Optional
 
 from avalanche.core import SupervisedPlugin
 
-from .registry import StrategyRecipe, register_strategy
+from .registry import register_plugin
 from .teacher import get_encoder
 
 
@@ -75,9 +75,4 @@ class LPFTPlugin(SupervisedPlugin):
         get_encoder(strategy.model, self.encoder_attr).train(strategy.model.training)
 
 
-@register_strategy("lp_ft")
-def lp_ft(*, lp_epochs: int = 1) -> StrategyRecipe:
-    """Linear probe for ``lp_epochs`` epochs, then full fine-tuning for ``train.epochs``."""
-    if lp_epochs < 0:
-        raise ValueError(f"lp_epochs must be >= 0, got {lp_epochs}")
-    return StrategyRecipe(plugins=[LPFTPlugin(lp_epochs=lp_epochs)], extra_epochs=lp_epochs)
+register_plugin("lp_ft", LPFTPlugin, extra_epochs=lambda hp: hp["lp_epochs"])

@@ -23,19 +23,16 @@ Choices that are ours (METHOD.md leaves them open):
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
-from .common import BoundedMixin, SigmoidTemperature, as_float, batch_k, check_common
-from .depths import DepthsMixin
-from .fda import (anchor_bias, check_depths, sigmoid_terms, teacher_graph, teacher_margin,
-                  with_memory)
-from .memory import MemoryMixin, MemoryView
+from .common import as_float, batch_k
+from .fda import FDAPlugin, anchor_bias, sigmoid_terms, teacher_graph, teacher_margin, with_memory
+from .memory import MemoryView
 from .proxy_generator import ProxyGenerator
-from .registry import StrategyRecipe, register_strategy
-from .teacher import Teacher, TeacherPlugin
+from .registry import register_plugin
 
 
 class ProxyFDAOutput(NamedTuple):
@@ -152,44 +149,32 @@ def proxy_fda_loss(feats: torch.Tensor, teacher_feats: torch.Tensor, generator: 
     return ProxyFDAOutput(fda, proxy)
 
 
-class ProxyFDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
+class ProxyFDAPlugin(FDAPlugin):
     """Adds ``lam * Proxy-FDA`` to the strategy loss and trains the proxy generator.
 
-    The generator (built at the first minibatch, when D is known, on the features' device) is
-    trained only by ``L_proxy`` with its own Adam optimizer (``gen_lr``), stepped inside
-    ``before_backward``; Avalanche's optimizer never sees it, so its rebuilds between
-    experiences do not drop it.
+    An ``FDAPlugin`` whose term runs over the sets extended with proxies: every FDA argument
+    (and default) holds, so a plugin built with no arguments is the shipped ``proxy_fda``
+    strategy. The generator (built at the first minibatch, when D is known, on the features'
+    device) is trained only by ``L_proxy`` with its own Adam optimizer (``gen_lr``), stepped
+    inside ``before_backward``; Avalanche's optimizer never sees it, so its rebuilds between
+    experiences do not drop it. At several depths (``layers``) the term is the mean over
+    depths, and each depth has its own generator (``generators``, by depth name).
 
     Args:
-        lam: weight of the Proxy-FDA term.
-        k, tau, bias, neg_weight, eps, boundary: as in ``FDAPlugin``.
         n_pos, n_neg: proxies per neighbour / non-neighbour set.
         alpha: weight of the variance term of ``L_proxy``.
         gen_lr: learning rate of the generator's optimizer.
         gamma_scale: variance target ``gamma = gamma_scale / sqrt(D)`` (ours).
-        learnable_temperature, temp_lr: as in ``FDAPlugin``.
         seed: seed of the generator's projection and initial weights; ``None`` draws it from
             torch's global generator when the generator is built, so runs with different seeds
             start from different generators.
-        encoder_attr: model attribute that holds the encoder.
-        teacher: ``previous`` | ``pretrained`` | a ``Teacher``.
-        teacher_cache_mb: cache teacher features by dataset index (see ``TeacherPlugin``).
-        memory_size, memory_warmup: the cross-batch memory, as in ``FDAPlugin``.
-        max_grad_ratio: the gradient bound, as in ``FDAPlugin``.
-        layers: the depths, as in ``FDAPlugin``: the term is the mean over depths, and each
-            depth has its own generator (``generators``, by depth name).
+        **fda_kwargs: the arguments of ``FDAPlugin`` (``lam``, ``k``, ``tau``, ``boundary``,
+            ``teacher``, ``memory_size``, ``layers``, ...), with its defaults.
     """
 
-    def __init__(self, *, lam: float = 1.0, k: int = 8, tau: float = 0.1, bias: float = 0.0,
-                 n_pos: int = 4, n_neg: int = 4, alpha: float = 1.0, gen_lr: float = 1e-3,
-                 gamma_scale: float = 1.0, neg_weight: str = "constant", eps: float = 1e-6,
-                 boundary: str = "fixed", learnable_temperature: bool = False,
-                 temp_lr: float = 1e-3, seed: Optional[int] = None,
-                 encoder_attr: str = "encoder", teacher: Union[str, Teacher] = "previous",
-                 teacher_cache_mb: float = 0.0, memory_size: int = 0,
-                 memory_warmup: int = 0, max_grad_ratio: float = 0.0,
-                 layers: str = "final") -> None:
-        check_common(lam=lam, k=k, tau=tau, neg_weight=neg_weight, boundary=boundary)
+    def __init__(self, *, n_pos: int = 4, n_neg: int = 4, alpha: float = 1.0,
+                 gen_lr: float = 1e-3, gamma_scale: float = 1.0, seed: Optional[int] = None,
+                 **fda_kwargs) -> None:
         for key, value, ok, rule in (("n_pos", n_pos, n_pos >= 1, ">= 1"),
                                      ("n_neg", n_neg, n_neg >= 1, ">= 1"),
                                      ("alpha", alpha, alpha >= 0, ">= 0"),
@@ -197,19 +182,11 @@ class ProxyFDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
                                      ("gen_lr", gen_lr, gen_lr > 0, "> 0")):
             if not ok:
                 raise ValueError(f"{key} must be {rule}, got {value}")
-        super().__init__(teacher=teacher, encoder_attr=encoder_attr,
-                         teacher_cache_mb=teacher_cache_mb)
-        self.init_layers(layers)
-        check_depths(layers, self.final_only, memory_size, max_grad_ratio)
-        self.lam, self.k, self.neg_weight, self.eps = lam, k, neg_weight, eps
-        self.boundary = boundary
+        super().__init__(**fda_kwargs)
         self.n_pos, self.n_neg, self.alpha, self.gamma_scale = n_pos, n_neg, alpha, gamma_scale
         self.gen_lr, self.seed = gen_lr, seed
-        self.temperature = SigmoidTemperature(tau, bias, learnable=learnable_temperature, lr=temp_lr)
-        self.init_memory(memory_size, memory_warmup)
-        self.init_bound(max_grad_ratio)
         self.generators: dict = {}  # depth name -> (ProxyGenerator, its Adam optimizer)
-        self.last_loss = self.last_proxy_loss = None
+        self.last_proxy_loss = None
 
     @property
     def generator(self) -> Optional[ProxyGenerator]:
@@ -256,29 +233,5 @@ class ProxyFDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
         self.last_loss = fda.detach()
         self.last_proxy_loss = torch.stack([o.proxy for o in outs]).mean().detach()
 
-    def after_update(self, strategy, **kwargs):
-        self.temperature.step()
 
-
-@register_strategy("proxy_fda")
-def proxy_fda(*, lam: float = 3.0, k: int = 8, tau: float = 0.05, bias: float = 0.0,
-              n_pos: int = 4, n_neg: int = 4, alpha: float = 1.0, gen_lr: float = 1e-3,
-              gamma_scale: float = 1.0, neg_weight: str = "constant", boundary: str = "teacher",
-              learnable_temperature: bool = False, temp_lr: float = 1e-3, teacher: str = "previous",
-              teacher_cache_mb: float = 256.0, memory_size: int = 0,
-              memory_warmup: int = 0, max_grad_ratio: float = 0.0,
-              layers: str = "final") -> StrategyRecipe:
-    """Proxy-FDA on hard-mined class-balanced batches (METHOD.md "Proxy-FDA").
-
-    Boundary, τ and λ as in the ``fda`` recipe (docs/benchmarks.md).
-
-    Teacher features are cached by dataset index as in the ``fda`` recipe.
-    """
-    plugin = ProxyFDAPlugin(lam=lam, k=k, tau=tau, bias=bias, n_pos=n_pos, n_neg=n_neg, alpha=alpha,
-                            gen_lr=gen_lr, gamma_scale=gamma_scale, neg_weight=neg_weight,
-                            boundary=boundary, learnable_temperature=learnable_temperature,
-                            temp_lr=temp_lr, teacher=teacher,
-                            teacher_cache_mb=teacher_cache_mb, memory_size=memory_size,
-                            memory_warmup=memory_warmup, max_grad_ratio=max_grad_ratio,
-                            layers=layers)
-    return StrategyRecipe(plugins=[plugin], sampler="hard")
+register_plugin("proxy_fda", ProxyFDAPlugin, sampler="hard")

@@ -3,11 +3,18 @@
 A strategy is Avalanche's ``Naive`` template plus the plugins its recipe lists. Adding a
 strategy is one file that decorates a keyword-only factory::
 
-    @register_strategy("fda")
-    def fda(*, lam: float = 1.0, k: int = 8, ...) -> StrategyRecipe:
-        return StrategyRecipe(plugins=[FDAPlugin(lam=lam, k=k, ...)], sampler="hard")
+    @register_strategy("ewc")
+    def ewc(*, ewc_lambda: float = 100.0, mode: str = "separate") -> StrategyRecipe:
+        return StrategyRecipe(plugins=[EWCPlugin(ewc_lambda=ewc_lambda, mode=mode)])
 
-Config values are type-checked against the defaults' types before the call.
+or, for a strategy that is one of the suite's plugins, registers the plugin itself::
+
+    register_plugin("fda", FDAPlugin, sampler="hard")
+
+Its hyper-parameters are then the plugin's keyword arguments with the plugin's defaults
+(``PLUGIN_ONLY`` left out), so a plugin built with no arguments is the strategy that
+``--strategy`` ships. Config values are type-checked against the defaults' types before the
+call.
 """
 from __future__ import annotations
 
@@ -41,6 +48,44 @@ class StrategyRecipe:
 def register_strategy(name: str) -> Callable:
     """Register a recipe factory under ``name``."""
     return STRATEGIES.register(name)
+
+
+#: plugin arguments that are wiring, not hyper-parameters: no config sets them
+PLUGIN_ONLY = ("eps", "encoder_attr", "seed")
+
+
+def plugin_parameters(cls: type) -> list:
+    """The keyword-only parameters of ``cls.__init__``, following ``**kwargs`` up to the
+    base class the arguments are passed on to (a subclass lists what it adds first)."""
+    params: list = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        sig = inspect.signature(init)
+        params += [p for p in sig.parameters.values()
+                   if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in
+                   {q.name for q in params}]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+            return params
+    return params
+
+
+def register_plugin(name: str, cls: type, *, sampler: str = "random",
+                    extra_epochs: Callable[[dict], int] = lambda kw: 0) -> Callable:
+    """Register strategy ``name`` as ``Naive`` plus one ``cls(**hyper-parameters)``; its
+    hyper-parameters and their defaults are ``cls``'s (``plugin_parameters``, without
+    ``PLUGIN_ONLY``). ``extra_epochs`` maps them to the epochs the recipe adds."""
+    params = [p for p in plugin_parameters(cls) if p.name not in PLUGIN_ONLY]
+
+    def recipe(**kwargs) -> StrategyRecipe:
+        return StrategyRecipe(plugins=[cls(**kwargs)], sampler=sampler,
+                              extra_epochs=extra_epochs(kwargs))
+
+    recipe.__signature__ = inspect.Signature(params)
+    recipe.__name__ = recipe.__qualname__ = name
+    recipe.__doc__ = f"``Naive`` plus one ``{cls.__name__}`` (batches: {sampler})."
+    return STRATEGIES.register(name)(recipe)
 
 
 def strategy_defaults(name: str) -> dict:
@@ -77,7 +122,7 @@ def hyperparameters(name: str, params: dict) -> dict:
     """What a run record keeps of strategy ``name``'s hyper-parameters, so that analysis reads
     them without the registry: ``{"strategy": name, "values": every hyper-parameter resolved,
     "non_default": sorted names of those that differ from the defaults, "revision": the
-    strategy's revision (``results.STRATEGY_REVISIONS``)}``."""
+    strategy's revision (``core.record.STRATEGY_REVISIONS``)}``."""
     defaults = strategy_defaults(name)
     values = resolve_params(name, params)
     return {"strategy": name, "values": values,

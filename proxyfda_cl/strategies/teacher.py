@@ -22,6 +22,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
+from ..core.errors import ResultWarning
 from .teacher_cache import FeatureCache
 
 TEACHER_MODES = ("previous", "pretrained")
@@ -247,7 +248,7 @@ class TeacherPlugin(SupervisedPlugin):
         """Warn with ``message`` once per experience."""
         if message not in self._warned:
             self._warned.add(message)
-            warnings.warn(message, stacklevel=3)
+            warnings.warn(message, ResultWarning, stacklevel=3)
 
     def before_training_exp(self, strategy, **kwargs):
         self._warned: set = set()
