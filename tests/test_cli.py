@@ -69,6 +69,7 @@ def test_list_shows_every_registry(capsys):
         assert name in out
 
 
+@pytest.mark.slow
 def test_run_and_leaderboard_through_the_installed_command(tmp_path, tiny_weights):
     """The console script runs a tiny config, then the leaderboard reads its record."""
     import yaml
@@ -105,6 +106,7 @@ def test_k_too_large_for_the_batch_is_a_config_error(capsys, tmp_path):
     _one_line_error(code, err, "strategy.k", "k=100", "64")
 
 
+@pytest.mark.slow
 def test_python_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "proxyfda_cl", "list"], capture_output=True,
                          text=True, timeout=120)

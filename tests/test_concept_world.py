@@ -1,4 +1,5 @@
 """The concept world: determinism, labels that match the pixels, tasks and subsets."""
+import pytest
 import torch
 
 from proxyfda_cl.benchmarks.base import load_dataset
@@ -15,6 +16,7 @@ def test_deterministic_for_a_seed():
     assert a.shape == (64, 3, 32, 32) and a.dtype == torch.uint8
 
 
+@pytest.mark.slow
 def test_every_attribute_is_labelled_and_balanced():
     _, labels = generate(3000, seed=0)
     assert set(labels) == set(ATTRIBUTES)

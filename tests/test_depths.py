@@ -91,6 +91,7 @@ def test_layer_settings_are_checked():
         make_strategy([FDAPlugin(k=3, layers="nope,final")]).train(toy_stream().train_stream[0])
 
 
+@pytest.mark.slow
 def test_a_bad_layer_name_exits_2_with_one_line(tmp_path, tiny_weights, capsys):
     from proxyfda_cl.cli import main
 

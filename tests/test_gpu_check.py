@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 STRATEGIES = ["naive", "ewc", "lwf", "lp_ft", "fda", "l2sp", "ldifs", "proxy_fda"]
 
 
+@pytest.mark.slow
 def test_gpu_check_cpu(tmp_path):
     out = tmp_path / "gc"
     env = dict(os.environ, PYTHONPATH=str(REPO))

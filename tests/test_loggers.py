@@ -36,6 +36,7 @@ def _read_events(folder: Path) -> dict:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_run_with_csv_and_tensorboard_logs_the_fda_term(tmp_path, tiny_weights, capsys):
     """``run --set loggers=[csv,tensorboard]``: CSV and event files, FDA term per step."""
     cfg = small_config_dict(str(tmp_path / "res"), tiny_weights, strategy="fda")
@@ -73,6 +74,7 @@ def test_run_with_csv_and_tensorboard_logs_the_fda_term(tmp_path, tiny_weights, 
     assert len(train_rows) == 2 and float(train_rows[0]["training_loss"]) > 0
 
 
+@pytest.mark.slow
 def test_wandb_runs_offline_into_the_run_folder(tmp_path, tiny_weights, monkeypatch):
     from proxyfda_cl.run.runner import run
 

@@ -139,6 +139,7 @@ def _memory_cfg(out, weights, name="fda", size=48, warmup=1):
     return from_dict(d)
 
 
+@pytest.mark.slow
 def test_memory_runs_record_staleness_and_resume_exactly(tmp_path, tiny_weights, monkeypatch):
     cfg = _memory_cfg(tmp_path / "ref", tiny_weights)
     ref = run(cfg)
@@ -160,6 +161,7 @@ def test_memory_runs_record_staleness_and_resume_exactly(tmp_path, tiny_weights,
     assert rec["memory"] == ref["memory"]
 
 
+@pytest.mark.slow
 def test_proxy_fda_runs_with_a_memory(tmp_path, tiny_weights):
     rec = run(_memory_cfg(tmp_path, tiny_weights, name="proxy_fda", size=40, warmup=0))
     assert rec["status"] == "complete" and len(rec["memory"]) == 2

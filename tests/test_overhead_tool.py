@@ -2,6 +2,7 @@
 bf16, and the second-experience set-up (tiny sizes, CPU)."""
 import json
 
+import pytest
 import torch
 
 from proxyfda_cl import cli
@@ -13,6 +14,7 @@ from proxyfda_cl.tools.stepping import prepare_strategy, train_step
 from proxyfda_cl.strategies.teacher import Teacher
 
 
+@pytest.mark.slow
 def test_overhead_json(capsys):
     code = cli.main(["overhead", "--backbone", "tiny", "--weights", "random", "--batch-size", "12",
                      "--steps", "1", "--warmup", "0", "--strategies", "fda", "ewc",
@@ -61,6 +63,7 @@ def test_warm_cache_runs_the_teacher_once(monkeypatch):
     assert calls == [12, 12, 12]
 
 
+@pytest.mark.slow
 def test_second_experience_activates_ewc_and_lwf():
     res = measure_step_overhead(TinyCNN, ["ewc", "lwf"], batch_size=8, steps=1, warmup=0,
                                 order="sequential", optimizer="adamw")
@@ -74,6 +77,7 @@ def test_second_experience_activates_ewc_and_lwf():
     assert overhead.CACHE_SUFFIX == "+cache"
 
 
+@pytest.mark.slow
 def test_memory_variants_time_a_full_memory(capsys, monkeypatch):
     """``--memory-sizes``: each FDA variant steps with a memory already full of entries the
     batch does not hold (the warm-up lasts until it is full)."""

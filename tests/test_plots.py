@@ -69,6 +69,7 @@ def group(records, bench, strat):
                    and r["config"]["strategy"]["name"] == strat), key=lambda r: r["config"]["seed"])
 
 
+@pytest.mark.slow
 def test_forward_transfer_data_and_files(records, tmp_path):
     out = plot_forward_transfer(records, tmp_path / "new" / "dir")
     check_files(out["files"], 2)
@@ -88,6 +89,7 @@ def test_forward_transfer_data_and_files(records, tmp_path):
     assert single["final_std"] is None and single["per_experience_std"] == [None] * 3
 
 
+@pytest.mark.slow
 def test_forward_transfer_null_values_skipped(tmp_path):
     recs = [make_record(seed=s) for s in range(2)]
     recs[1]["metrics"]["per_experience"][0]["delta_lp"] = None
@@ -101,6 +103,7 @@ def test_forward_transfer_null_values_skipped(tmp_path):
                                                                    ddof=1)), None]
 
 
+@pytest.mark.slow
 def test_otdd_points_equal_record_numbers(records, tmp_path):
     out = plot_otdd_vs_forgetting(records, tmp_path)
     check_files(out["files"], 1)
@@ -127,6 +130,7 @@ def test_otdd_points_equal_record_numbers(records, tmp_path):
     assert out["otdd"]["pearson"] == pytest.approx(table["otdd"]["pearson"])
 
 
+@pytest.mark.slow
 def test_otdd_plot_draws_the_correlation_tables_points(tmp_path):
     rec = make_record()
     P, cols = rec["matrices"]["P"], rec["matrices"]["P_columns"]
@@ -149,6 +153,7 @@ def test_otdd_plot_draws_the_correlation_tables_points(tmp_path):
     assert out["otdd"]["intercept"] == pytest.approx(-0.1)
 
 
+@pytest.mark.slow
 def test_a_record_whose_distances_miss_its_matrices_is_reported(tmp_path):
     good, bad = make_record(seed=0), make_record(seed=1)
     bad["distances"][0]["dataset"] = "nowhere"
@@ -158,6 +163,7 @@ def test_a_record_whose_distances_miss_its_matrices_is_reported(tmp_path):
     assert len(problems) == 1 and bad["id"] in problems[0]
 
 
+@pytest.mark.slow
 def test_otdd_too_few_points_still_writes(tmp_path):
     rec = make_record()
     rec["distances"] = rec["distances"][:2]
@@ -169,6 +175,7 @@ def test_otdd_too_few_points_still_writes(tmp_path):
     check_files(empty["files"], 1)
 
 
+@pytest.mark.slow
 def test_matrices_mean_over_seeds(records, tmp_path):
     out = plot_matrices(records, tmp_path)
     check_files(out["files"], 3)
@@ -200,6 +207,7 @@ def test_matrices_nulls_and_mismatched_seed(tmp_path):
                                             + recs[1]["matrices"]["R"][1][1]) / 2)
 
 
+@pytest.mark.slow
 def test_plot_all_with_bad_records(records, tmp_path):
     bad = make_record(strat="bad")
     bad["status"] = "failed"

@@ -259,6 +259,7 @@ def test_registry_recipes():
         build_strategy("fda", {"tau": 0.0})
 
 
+@pytest.mark.slow
 def test_overhead_reports_every_strategy_relative_to_naive():
     out = measure_overhead(TinyEncoder, ["fda", "proxy_fda", "ldifs", "l2sp", "lp_ft"], batch_size=12,
                            steps=2, warmup=1, params={"fda": {"k": 3}, "proxy_fda": {"k": 3}})

@@ -1,4 +1,5 @@
 """open_clip backbones preprocess with open_clip's own evaluation transform (bicubic)."""
+import pytest
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.functional import to_pil_image
@@ -7,6 +8,7 @@ from proxyfda_cl.config import BackboneConfig
 from proxyfda_cl.models import build_encoder, image_transform
 
 
+@pytest.mark.slow
 def test_openclip_uses_its_own_bicubic_transform_on_pil_and_tensor_images():
     enc = build_encoder(BackboneConfig(name="openclip:ViT-B-32", weights="random"))
     resize = enc.preprocess.transforms[0]

@@ -50,6 +50,7 @@ def test_openclip_random(no_network):
     assert out.shape == (2, 16) and torch.isfinite(out).all()
 
 
+@pytest.mark.slow
 def test_openclip_random_with_a_tag_keeps_its_preprocessing(no_network):
     enc = build_encoder(BackboneConfig(name="openclip:ViT-B-32/openai", weights="random",
                                        input_size=32))
@@ -92,6 +93,7 @@ def test_missing_weights_still_fail_fast(tmp_path, no_network):
         build_encoder(BackboneConfig(name="torch:os:getcwd", weights="random"))
 
 
+@pytest.mark.slow
 def test_record_says_random(tmp_path):
     d = small_config_dict(str(tmp_path / "res"), "random")
     d["backbone"] = {"name": f"openclip:{VIT}", "weights": "random"}

@@ -85,6 +85,7 @@ def _check_record(cfg, rec: dict) -> None:
     assert len(disk["timing"]["per_experience"]) == 2
 
 
+@pytest.mark.slow
 def test_torch_user_module_runs_a_stream_with_ldifs_on_its_layers(tmp_path, tiny_weights,
                                                                   user_module, monkeypatch):
     import proxyfda_cl.strategies.ldifs as ldifs_mod
@@ -110,6 +111,7 @@ def test_torch_user_module_runs_a_stream_with_ldifs_on_its_layers(tmp_path, tiny
         assert dims == [1, 1, 1]
 
 
+@pytest.mark.slow
 def test_torch_user_module_runs_naive(tmp_path, tiny_weights, user_module):
     cfg = from_dict(_torch_config(tmp_path, tiny_weights, user_module, "naive"))
     _check_record(cfg, run(cfg))
@@ -117,6 +119,7 @@ def test_torch_user_module_runs_naive(tmp_path, tiny_weights, user_module):
     assert problems == [] and [r["id"] for r in records] == [cfg.id]
 
 
+@pytest.mark.slow
 def test_bf16_precision_on_cpu(tmp_path, tiny_weights, user_module):
     from proxyfda_cl.models.custom import import_user_module
 
@@ -129,6 +132,7 @@ def test_bf16_precision_on_cpu(tmp_path, tiny_weights, user_module):
     assert train_calls and all(on and dtype == torch.bfloat16 for _, on, dtype in train_calls)
 
 
+@pytest.mark.slow
 def test_a_run_failing_under_bf16_leaves_autocast_off(tmp_path, tiny_weights, user_module):
     """A failure inside a bf16 forward pass must not leave autocast on for the next run."""
     from proxyfda_cl.models.custom import import_user_module
@@ -156,6 +160,7 @@ def _offline_env(tmp_path) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_openclip_offline_cli_error_is_one_line_exit_2(tmp_path):
     (tmp_path / "hf").mkdir()
     cmd = [sys.executable, "-m", "proxyfda_cl.cli"]

@@ -92,6 +92,7 @@ def png_size(uri: str) -> tuple:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.slow
 def test_self_contained(report):
     _, text, page = report
     imgs = [a for t, a in page.tags if t == "img"]
@@ -160,6 +161,7 @@ def test_leaderboard_paired_and_correlation_numbers(report):
     assert '"weights": "random"' in plain and "torch 2.14.1" in plain  # config and versions
 
 
+@pytest.mark.slow
 def test_absent_optional_fields_and_missing_baseline(tmp_path, capsys):
     write_folder(tmp_path, extras=False)
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "a.html")]) == 0
@@ -180,6 +182,7 @@ def test_absent_optional_fields_and_missing_baseline(tmp_path, capsys):
     (["{dir}", "--baseline", "nope"], ["--baseline", "'nope'", "naive"]),
     (["{dir}", "--out", "{dir}/records/truncated.json/x.html"], ["--out", "cannot write"]),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line(argv, needles, tmp_path, capsys):
     write_folder(tmp_path)
     code = main(["report"] + [a.format(dir=tmp_path) for a in argv])
@@ -188,6 +191,7 @@ def test_bad_input_is_one_line(argv, needles, tmp_path, capsys):
     assert all(n in err[0] for n in needles), err[0]
 
 
+@pytest.mark.slow
 def test_sweep_writes_the_report_and_prints_its_path_first(tmp_path, tiny_weights, capsys):
     from proxyfda_cl.run.runner import run
     from proxyfda_cl.run.sweep import expand, load_suite

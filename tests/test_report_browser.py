@@ -36,6 +36,7 @@ def _column(b, table: str, col: int) -> list:
         .map(r => r.cells[{col}].getAttribute("data-v") ?? r.cells[{col}].textContent.trim())""")
 
 
+@pytest.mark.slow
 def test_report_renders_loads_images_and_sorts(browser, tmp_path):
     write_folder(tmp_path)
     assert main(["report", str(tmp_path)]) == 0

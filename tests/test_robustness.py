@@ -96,6 +96,7 @@ def test_grad_ratio_changes_nothing_and_warns_only_when_extreme():
     assert lines[1].startswith("experience 3:") and "raise strategy.lam" in lines[1]
 
 
+@pytest.mark.slow
 def test_a_run_records_the_gradient_ratio_and_the_bound(tmp_path, tiny_weights):
     d = small_config_dict(str(tmp_path / "f"), tiny_weights, strategy="fda")
     d["strategy"]["max_grad_ratio"] = 1.0
@@ -147,6 +148,7 @@ def pretrained_mlp():
     return enc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fda", "proxy_fda"])
 def test_shipped_defaults_train_under_plain_sgd_without_clipping(name, pretrained_mlp):
     """Frozen BatchNorm statistics, SGD lr 0.01 (momentum 0.9), no clipping, a random head,

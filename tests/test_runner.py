@@ -9,6 +9,7 @@ from proxyfda_cl.run.runner import record_path, run
 from tests.conftest import small_config_dict
 
 
+@pytest.mark.slow
 def test_two_experience_run_gives_a_valid_record(tmp_path, tiny_weights):
     cfg = from_dict(small_config_dict(str(tmp_path), tiny_weights))
     rec = run(cfg)
@@ -48,6 +49,7 @@ def test_two_experience_run_gives_a_valid_record(tmp_path, tiny_weights):
     assert json.loads(json.dumps(disk)) == disk
 
 
+@pytest.mark.slow
 def test_complete_run_is_skipped_and_overwrite_redoes_it(tmp_path, tiny_weights):
     cfg = from_dict(small_config_dict(str(tmp_path), tiny_weights))
     run(cfg)
@@ -60,6 +62,7 @@ def test_complete_run_is_skipped_and_overwrite_redoes_it(tmp_path, tiny_weights)
     assert not rec.get("skipped") and read_record(record_path(cfg))["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_failed_run_is_recorded_and_never_replaces_a_complete_record(tmp_path, tiny_weights):
     d = small_config_dict(str(tmp_path), tiny_weights)
     d["benchmark"]["experiences"] = ["mnist"]
@@ -89,6 +92,7 @@ def test_failed_run_is_recorded_and_never_replaces_a_complete_record(tmp_path, t
     assert record_path(good).read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_run_whose_batch_lowered_k_records_the_warning(tmp_path, tiny_weights):
     d = small_config_dict(str(tmp_path), tiny_weights, strategy="fda")
     d["train"].update(sampler="random", batch_size=30)  # 96 samples: batches of 30, 30, 30, 6

@@ -198,6 +198,7 @@ class CheckIndices(SupervisedPlugin):
         self.checked += 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,workers", [("hard", 0), ("balanced", 2), ("random", 2)])
 def test_plugin_inside_naive(kind, workers):
     torch.manual_seed(0)

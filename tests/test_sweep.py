@@ -69,6 +69,7 @@ def test_grid_expansion_order_overrides_and_dedup(tmp_path, tiny_weights):
     assert sorted({r.seed for r in expand(load_suite(str(path), seeds=3), out="x")}) == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_run_ids_are_stable_and_follow_the_complete_config(tmp_path, tiny_weights):
     path = _suite(tmp_path, tiny_weights, strategies=["naive", "fda"], seeds=[0, 1])
     ids = [r.id for r in expand(load_suite(str(path)), out=str(tmp_path / "a"))]
@@ -89,6 +90,7 @@ def test_run_ids_are_stable_and_follow_the_complete_config(tmp_path, tiny_weight
     assert cfg.id != from_dict({**to_dict(cfg), "strategy": {"name": "fda", "k": 5}}).id
 
 
+@pytest.mark.slow
 def test_failed_runs_are_recorded_skipped_and_retried_on_request(tmp_path, tiny_weights):
     missing = tmp_path / "later" / "tiny.pt"
     crash = tmp_path / "crash.py"
@@ -157,6 +159,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path, tiny_weights):
     path = _suite(tmp_path, tiny_weights, seeds=[0, 1, 2])
@@ -209,6 +212,7 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path, tiny_weights)
     assert got["metrics"] == ref["metrics"] and got["matrices"] == ref["matrices"]
 
 
+@pytest.mark.slow
 def test_ray_engine_runs_each_config_as_a_task(tmp_path, tiny_weights):
     ray = pytest.importorskip("ray")
     path = _suite(tmp_path, tiny_weights, seeds=[0, 1])
@@ -238,6 +242,7 @@ def _writer_code(path: str, writer: int, n: int) -> str:
             f"'blob': [{writer} * 1000 + i] * 20000}})\n")
 
 
+@pytest.mark.slow
 def test_concurrent_writers_never_expose_a_partial_record(tmp_path):
     path = tmp_path / "records" / "r.json"
     write_json_atomic(path, {"w": -1, "i": 0, "blob": [-1000] * 20000})

@@ -104,6 +104,7 @@ def test_guard_names_the_experience_and_the_step():
     assert "strategy.lam" in msg and "\n" not in msg
 
 
+@pytest.mark.slow
 def test_absurd_learning_rate_ends_failed_with_one_line(tmp_path, tiny_weights, capsys):
     from proxyfda_cl.cli import main
 
@@ -118,6 +119,7 @@ def test_absurd_learning_rate_ends_failed_with_one_line(tmp_path, tiny_weights, 
     assert rec["status"] == "failed" and "non-finite" in rec["error"] and "train.lr" in rec["error"]
 
 
+@pytest.mark.slow
 def test_a_run_at_chance_is_flagged_collapsed(tmp_path, tiny_weights):
     d = small_config_dict(str(tmp_path / "a"), tiny_weights)
     d["train"].update(lr=1e-12, batchnorm="train")  # heads stay random: accuracy at chance
@@ -133,6 +135,7 @@ def test_a_run_at_chance_is_flagged_collapsed(tmp_path, tiny_weights):
     assert all(e["knn_overlap"] >= 0.99 for e in rec["distances"])  # nothing moved
 
 
+@pytest.mark.slow
 def test_batchnorm_only_drift_is_recorded_for_a_batchnorm_network_in_train_mode(tmp_path,
                                                                                  tiny_weights):
     d = small_config_dict(str(tmp_path / "train"), tiny_weights)
@@ -156,6 +159,7 @@ def test_batchnorm_only_drift_is_recorded_for_a_batchnorm_network_in_train_mode(
     {"name": "timm:resnet18", "weights": "random", "input_size": 32},
     {"name": "torch:{tests}/test_encoders.py:make_user_net", "input_size": 32},
 ])
+@pytest.mark.slow
 def test_probe_heads_work_on_every_backbone_family(backbone, tmp_path, tiny_weights):
     import os
 
