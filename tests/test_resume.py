@@ -10,6 +10,11 @@ from proxyfda_cl.run.runner import checkpoint_dir, record_path, run
 from tests.conftest import small_config_dict
 
 STRATEGIES = ["naive", "proxy_fda", "ewc"]
+#: strategies with more plugin state: the previous model, a kept pre-trained teacher, a
+#: learned temperature with its optimizer
+MORE = {"lwf": {"name": "lwf"},
+        "fda-pretrained": {"name": "fda", "teacher": "pretrained", "learnable_temperature": True},
+        "ldifs-pretrained": {"name": "ldifs", "teacher": "pretrained"}}
 _REFERENCE: dict = {}
 
 
@@ -37,7 +42,9 @@ def _trained_experiences(monkeypatch, crash_in: int = -1) -> list:
 
 
 def _cfg(out, weights, strategy, seed=0):
-    return from_dict(small_config_dict(str(out), weights, strategy=strategy, seed=seed))
+    data = small_config_dict(str(out), weights, strategy=strategy, seed=seed)
+    data["strategy"] = dict(MORE.get(strategy, data["strategy"]))
+    return from_dict(data)
 
 
 def _reference(strategy, weights, tmp_path_factory):
@@ -45,7 +52,7 @@ def _reference(strategy, weights, tmp_path_factory):
     if strategy not in _REFERENCE:
         cfg = _cfg(tmp_path_factory.mktemp(f"ref-{strategy}"), weights, strategy)
         rec = run(cfg, keep_checkpoints=True)
-        ckpt = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=False)
+        ckpt = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=True)
         _REFERENCE[strategy] = (rec, ckpt)
     return _REFERENCE[strategy]
 
@@ -57,7 +64,7 @@ def _results(rec: dict) -> dict:
 
 
 def _assert_same_state(a: dict, b: dict, strategy: str) -> None:
-    sa, sb = a["model"].state_dict(), b["model"].state_dict()
+    sa, sb = a["model"]["weights"], b["model"]["weights"]
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
@@ -68,18 +75,37 @@ def _assert_same_state(a: dict, b: dict, strategy: str) -> None:
     for i in oa["state"]:
         for k, v in oa["state"][i].items():
             assert torch.equal(v, ob["state"][i][k]), (i, k)
+    _assert_equal(a["plugins"], b["plugins"], "plugins")
     if strategy == "proxy_fda":
-        pa, pb = a["plugins"][0], b["plugins"][0]
-        for k, v in pa.generator.state_dict().items():
-            assert torch.equal(v, pb.generator.state_dict()[k]), k
-        ga, gb = pa.generators["final"][1].state_dict(), pb.generators["final"][1].state_dict()
+        pa, pb = a["plugins"][0]["generators"]["final"], b["plugins"][0]["generators"]["final"]
+        for k, v in pa["model"].items():
+            assert torch.equal(v, pb["model"][k]), k
+        ga, gb = pa["optimizer"], pb["optimizer"]
         assert ga["state"].keys() == gb["state"].keys() and ga["state"]
         for i in ga["state"]:
             for k, v in ga["state"][i].items():
                 assert torch.equal(torch.as_tensor(v), torch.as_tensor(gb["state"][i][k])), (i, k)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+def _assert_equal(a, b, where: str) -> None:
+    """``a`` and ``b`` equal: tensors element for element, containers recursively."""
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for k in a:
+            _assert_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES + [
+    pytest.param(name, marks=pytest.mark.slow) for name in MORE])
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_run(
         strategy, tmp_path, tiny_weights, tmp_path_factory, monkeypatch):
     ref_rec, ref_ckpt = _reference(strategy, tiny_weights, tmp_path_factory)
@@ -90,11 +116,21 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_run(
             run(cfg)
     assert log == [0, 1]
     assert read_record(record_path(cfg))["status"] == "failed"
-    ckpt = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=True)
     assert len(ckpt["state"]["R"]) == 1  # the checkpoint of experience 1 only
     if strategy == "proxy_fda":  # the generator and its optimizer are in the checkpoint
-        generator, optimizer = ckpt["plugins"][0].generators["final"]
-        assert generator is ckpt["plugins"][0].generator and optimizer.state
+        generator = ckpt["plugins"][0]["generators"]["final"]
+        assert generator["model"]["projection"].shape[0] > 0 and generator["optimizer"]["state"]
+    if strategy == "ewc":  # Avalanche's ParamData as tensors
+        assert ckpt["plugins"][0]["saved_params"][0] and ckpt["plugins"][0]["importances"][0]
+    if strategy == "lwf":
+        assert ckpt["plugins"][0]["prev_model"] and ckpt["plugins"][0]["prev_classes_by_task"]
+    if strategy.endswith("-pretrained"):  # the frozen pre-trained encoder survives
+        teacher = ckpt["plugins"][0]["teacher"]
+        assert teacher and any(not torch.equal(v, ckpt["model"]["weights"][f"encoder.{k}"])
+                               for k, v in teacher.items())
+    if strategy == "fda-pretrained":
+        assert ckpt["plugins"][0]["temperature_optimizer"]["state"]
 
     events = []
     with monkeypatch.context() as m:
@@ -105,7 +141,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_run(
     assert not any(e.startswith("experience 1/2") for e in events)
     assert rec["status"] == "complete" and read_record(record_path(cfg))["status"] == "complete"
     assert _results(rec) == _results(ref_rec)
-    final = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=False)
+    final = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=True)
     _assert_same_state(final, ref_ckpt, strategy)
 
 
@@ -114,7 +150,7 @@ def test_same_config_and_seed_give_identical_results(tmp_path, tiny_weights, tmp
     cfg = _cfg(tmp_path / "again", tiny_weights, "proxy_fda")
     rec = run(cfg, keep_checkpoints=True)
     assert _results(rec) == _results(ref_rec)
-    final = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=False)
+    final = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=True)
     _assert_same_state(final, ref_ckpt, "proxy_fda")
     other = run(_cfg(tmp_path / "seed1", tiny_weights, "proxy_fda", seed=1))
     assert other["matrices"]["P"] != ref_rec["matrices"]["P"]  # the seed matters
@@ -155,7 +191,7 @@ def test_checkpoint_from_another_device_is_not_resumed(tmp_path, tiny_weights, t
         with pytest.raises(Interrupt):
             run(cfg)
     path = checkpoint_dir(cfg) / "last.pt"
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert ckpt["device"] == "cpu"
     torch.save({**ckpt, "device": "cuda:0"}, path)
     events = []
@@ -163,3 +199,4 @@ def test_checkpoint_from_another_device_is_not_resumed(tmp_path, tiny_weights, t
     rec = run(cfg, on_event=events.append)
     assert log == [0, 1] and any("starting over" in e for e in events), events
     assert _results(rec) == _results(ref_rec)
+

@@ -32,8 +32,12 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    """The state of every random generator ``seed_everything`` seeds (CUDA's when present)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """The state of every random generator ``seed_everything`` seeds (CUDA's when present), in
+    types ``torch.load(..., weights_only=True)`` reads: NumPy's key as a tensor."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": (kind, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss),
+                       float(gauss)),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -43,7 +47,9 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore the generators from ``rng_state``'s result."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(key, dtype=np.int64).astype(np.uint32), pos,
+                         has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

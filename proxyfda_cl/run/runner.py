@@ -1,8 +1,8 @@
 """One run, end to end: config -> benchmark -> model -> strategy -> train/evaluate -> record.
 
-After each experience the run saves a checkpoint (model with its heads, optimizer, plugins,
-RNG states and the partial matrices); rerunning an interrupted run resumes from the last
-finished experience. The record is written atomically once the run completes, or with
+After each experience the run saves a checkpoint of state_dicts (model with its heads,
+optimizer, plugins, RNG states and the partial matrices; ``checkpoints``); rerunning an
+interrupted run resumes from the last finished experience. The record is written atomically once the run completes, or with
 ``status: failed`` if it fails, without ever replacing an earlier complete record.
 """
 from __future__ import annotations

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -19,18 +20,18 @@ from ..metrics.continual import compute_metrics
 from ..benchmarks.streams import build_stream
 from ..config import RunConfig, to_dict
 from ..core.errors import recorded_warnings
+from .checkpoints import resume, restore_strategy, save_checkpoint
 from .evaluation import Evaluator
 from ..training.loggers import RunLoggers
 from ..models import EncoderWithHeads, build_encoder, image_transform
 from ..models.base import batchnorm_layers
-from ..core.runtime import resolve_device, rng_state, seed_everything, set_rng_state, versions
+from ..core.runtime import resolve_device, seed_everything, versions
 from ..training.sampling import BatchSamplerPlugin
 from ..strategies import TeacherPlugin, build_strategy, hyperparameters, strategy_defaults
 from ..training.grad_ratio import GradRatioPlugin
 from ..training import (AutocastPlugin, DivergenceGuardPlugin, FrozenBatchNormPlugin,
                         GradClipPlugin, HeadInitPlugin, LRSchedulePlugin, StepTimerPlugin,
                         make_optimizer)
-from ..core.version import __version__
 
 #: A task accuracy at most ``chance + COLLAPSE_MARGIN * (1 - chance)`` after its experience
 #: marks the run as collapsed (for 10 classes: at most 19%).
@@ -68,19 +69,12 @@ class Session:
         bn_drift = (cfg.train.batchnorm == "train" and cfg.eval.distances and cfg.eval.bn_drift
                     and bool(batchnorm_layers(encoder)))
         ckpt_dir = checkpoint_dir(cfg)
-        ckpt = self._load_checkpoint(ckpt_dir, device, self.say)
-        if ckpt is not None and ckpt.get("device", str(device)) != str(device):
-            self.say(f"checkpoint {ckpt_dir} was written on {ckpt['device']}, this run is on "
-                     f"{device}: starting over")
-            ckpt = None
-        if ckpt is not None and ckpt.get("version") != __version__:
-            self.say(f"checkpoint {ckpt_dir} was written by proxyfda-cl "
-                     f"{ckpt.get('version')}, this is {__version__}: starting over")
-            ckpt = None
-        if ckpt is not None:
-            model, plugins, state = ckpt["model"], ckpt["plugins"], ckpt["state"]
-            evaluator.reference = ckpt["reference"]
-            evaluator.initial = ckpt.get("initial")
+        new_optimizer = functools.partial(make_optimizer, name=cfg.train.optimizer,
+                                          lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                          weight_decay=cfg.train.weight_decay)
+        resumed = resume(ckpt_dir, model, plugins, evaluator, device, new_optimizer, self.say)
+        if resumed is not None:
+            model, plugins, state = resumed.model, resumed.plugins, resumed.state
             self.say(f"resuming after experience {len(state['R'])} from {ckpt_dir}")
         else:
             t0 = time.perf_counter()
@@ -120,19 +114,16 @@ class Session:
             extra.append(ratio)
         extra.append(DivergenceGuardPlugin(lr=cfg.train.lr, hint=weights and f" or {weights}",
                                            grad_clip=cfg.train.grad_clip))
-        optimizer = make_optimizer(model.parameters(), cfg.train.optimizer, lr=cfg.train.lr,
-                                   momentum=cfg.train.momentum,
-                                   weight_decay=cfg.train.weight_decay)
-        logs = RunLoggers(cfg, interactive=self.progress, resumed=ckpt is not None)
+        optimizer = resumed.optimizer if resumed is not None else new_optimizer(model.parameters())
+        logs = RunLoggers(cfg, interactive=self.progress, resumed=resumed is not None)
         strategy = Naive(model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
                          train_mb_size=cfg.train.batch_size,
                          train_epochs=cfg.train.epochs + recipe.extra_epochs,
                          eval_mb_size=cfg.eval.batch_size, device=device,
                          plugins=logs.plugins + list(plugins) + extra,
                          evaluator=EvaluationPlugin(*logs.metrics(), loggers=logs.loggers))
-        if ckpt is not None:
-            _restore_strategy(strategy, model, ckpt)
-            set_rng_state(ckpt["rng"])
+        if resumed is not None:
+            restore_strategy(strategy, resumed)
 
         train_stream = stream.benchmark.train_stream
         test_stream = stream.benchmark.test_stream
@@ -183,7 +174,7 @@ class Session:
                                         "steps": len(timer.times)})
                 logs.log_experience(t + 1, state, evaluator.columns, list(stream.experiences),
                                     strategy.clock.train_iterations)
-                self._save_checkpoint(ckpt_dir, model, plugins, strategy, state, evaluator)
+                save_checkpoint(ckpt_dir, model, plugins, strategy, state, evaluator)
         finally:
             logs.close()
             if autocast is not None:  # a failed forward must not leave autocast on
@@ -212,34 +203,6 @@ class Session:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
-    @staticmethod
-    def _load_checkpoint(folder, device: torch.device, say: Callable[[str], None]):
-        """The checkpoint, its tensors where they were saved (on CPU for a CPU run)."""
-        path = folder / "last.pt"
-        if not path.exists():
-            return None
-        try:
-            return torch.load(path, map_location="cpu" if device.type == "cpu" else None,
-                              weights_only=False)
-        except Exception as e:  # an unreadable checkpoint means starting over, never a crash
-            say(f"checkpoint {path} is unreadable ({e.__class__.__name__}): starting over")
-            return None
-
-    @staticmethod
-    def _save_checkpoint(folder, model, plugins, strategy, state, evaluator) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "last.pt.tmp"
-        names = {id(p): n for n, p in model.named_parameters()}
-        opt = strategy.optimizer
-        torch.save({"model": model, "plugins": plugins, "optimizer": opt.state_dict(),
-                    "optimizer_params": [[names.get(id(p)) for p in g["params"]]
-                                         for g in opt.param_groups],
-                    "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
-                    "state": state, "reference": evaluator.reference,
-                    "initial": evaluator.initial, "rng": rng_state(),
-                    "device": str(strategy.device), "version": __version__}, tmp)
-        tmp.replace(folder / "last.pt")
-
 
 def bound_entry(plugins: list, experience: int) -> dict:
     """The gradient bound's figures of ``experience`` (FDA, Proxy-FDA): the median ratio of
@@ -250,24 +213,3 @@ def bound_entry(plugins: list, experience: int) -> dict:
             if e["experience"] == experience:
                 return {"feature_ratio": e["ratio"], "kept": e["kept"]}
     return {}
-
-
-def _restore_strategy(strategy: Naive, model: torch.nn.Module, ckpt: dict) -> None:
-    """Put a fresh strategy where the checkpointed one stood after its last experience.
-
-    The optimizer gets the checkpoint's parameters (in its order) and state, and Avalanche's
-    ``optimized_param_id`` is set so its first ``make_optimizer`` keeps that state (momentum)
-    instead of resetting it, as it does for a strategy that never trained; the clock's
-    counters (``train_exp_counter``, read by EWC and the teacher) continue where they stopped.
-    """
-    for key, value in ckpt.get("clock", {}).items():
-        setattr(strategy.clock, key, value)
-    groups = ckpt.get("optimizer_params")
-    named = dict(model.named_parameters())
-    if not groups or any(n not in named for g in groups for n in g):
-        return  # an older or foreign checkpoint: Avalanche resets the optimizer state
-    opt = strategy.optimizer
-    for group, names in zip(opt.param_groups, groups):
-        group["params"] = [named[n] for n in names]
-    opt.load_state_dict(ckpt["optimizer"])
-    strategy.optimized_param_id = {n: named[n] for g in groups for n in g}

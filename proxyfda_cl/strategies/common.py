@@ -133,6 +133,15 @@ class BoundedMixin:
     def bound_log(self) -> list:
         return self.bound.log
 
+    def state_dict(self) -> dict:
+        """The plugin's state with ``bound_log``."""
+        return {**super().state_dict(), "bound_log": list(self.bound.log)}
+
+    def load_state_dict(self, state: dict, model=None) -> None:
+        """Restore ``state_dict``'s result."""
+        super().load_state_dict(state, model)
+        self.bound.log = list(state["bound_log"])
+
     def bounded(self, strategy, term: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """``term`` times the bound's factor against the loss so far (the task's); ``term``
         itself when the bound is off or does not apply."""

@@ -216,6 +216,22 @@ class FDAPlugin(BoundedMixin, MemoryMixin, DepthsMixin, TeacherPlugin):
         self.temperature = SigmoidTemperature(tau, bias, learnable=learnable_temperature, lr=temp_lr)
         self.last_loss = None
 
+    def state_dict(self) -> dict:
+        """The plugin's state with the temperature's learned values and their optimizer's."""
+        opt = self.temperature.optimizer
+        return {**super().state_dict(), "temperature": self.temperature.state_dict(),
+                "temperature_optimizer": None if opt is None else opt.state_dict()}
+
+    def load_state_dict(self, state: dict, model=None) -> None:
+        """Restore ``state_dict``'s result."""
+        super().load_state_dict(state, model)
+        self.temperature.load_state_dict(state["temperature"])
+        opt, saved = self.temperature.optimizer, state["temperature_optimizer"]
+        if (opt is None) != (saved is None):
+            raise ValueError("learnable_temperature differs from the saved plugin's")
+        if opt is not None:
+            opt.load_state_dict(saved)
+
     def before_backward(self, strategy, **kwargs):
         k = batch_k(self, self.k) if self.lam else None
         if k is None:

@@ -123,6 +123,15 @@ class MemoryMixin:
         self.measure_staleness = True
         self._epochs: list = []
 
+    def state_dict(self) -> dict:
+        """The plugin's state with ``memory_log`` (the queue is empty between experiences)."""
+        return {**super().state_dict(), "memory_log": list(self.memory_log)}
+
+    def load_state_dict(self, state: dict, model=None) -> None:
+        """Restore ``state_dict``'s result."""
+        super().load_state_dict(state, model)
+        self.memory_log = list(state["memory_log"])
+
     def memory_view(self) -> Optional[MemoryView]:
         """The entries this batch uses, or None (no memory, still empty, or warming up)."""
         if self.memory.size == 0:

@@ -193,6 +193,24 @@ class ProxyFDAPlugin(FDAPlugin):
         """The generator of the final embedding (None before the first minibatch)."""
         return self.generators.get("final", (None,))[0]
 
+    def state_dict(self) -> dict:
+        """The plugin's state with each depth's generator and its optimizer's state."""
+        return {**super().state_dict(),
+                "generators": {name: {"model": gen.state_dict(), "optimizer": opt.state_dict()}
+                               for name, (gen, opt) in self.generators.items()}}
+
+    def load_state_dict(self, state: dict, model=None) -> None:
+        """Restore ``state_dict``'s result: the generators are rebuilt at their saved size."""
+        super().load_state_dict(state, model)
+        self.generators = {}
+        for name, saved in state["generators"].items():
+            gen = ProxyGenerator(saved["model"]["projection"].shape[0], n_pos=self.n_pos,
+                                 n_neg=self.n_neg)
+            gen.load_state_dict(saved["model"])
+            opt = torch.optim.Adam(gen.parameters(), lr=self.gen_lr)
+            opt.load_state_dict(saved["optimizer"])
+            self.generators[name] = (gen, opt)
+
     def _ensure_generator(self, feats: torch.Tensor, name: str = "final") -> tuple:
         """``(generator, optimizer)`` of depth ``name``, built at its first minibatch."""
         if name not in self.generators:

@@ -97,19 +97,6 @@ class Teacher:
         self._memo: Optional[tuple] = None
         self.feature_cache: Optional[FeatureCache] = None
 
-    def __getstate__(self) -> dict:
-        """What a checkpoint keeps: no feature cache or last-batch memo (rebuilt per
-        experience), and no frozen copy in ``previous`` mode (re-taken at the next one)."""
-        state = dict(self.__dict__)
-        state["_memo"] = state["feature_cache"] = None
-        if self.mode == "previous":
-            state["module"] = state["_key"] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._memo = self.feature_cache = None  # never kept (see ``__getstate__``)
-
     def snapshot(self, strategy) -> nn.Module:
         """Freeze a copy of the strategy's encoder; idempotent within one experience."""
         key = (id(strategy), strategy.clock.train_exp_counter)
@@ -231,6 +218,21 @@ class TeacherPlugin(SupervisedPlugin):
         self._out = None
         self._layers: dict = {}
         self._amp = None
+
+    def state_dict(self) -> dict:
+        """A ``pretrained`` teacher's weights (a ``previous`` one is re-taken per experience)."""
+        t = self._shared if getattr(self._shared, "mode", None) == "pretrained" else None
+        return {"teacher": None if t is None or t.module is None else t.module.state_dict()}
+
+    def load_state_dict(self, state: dict, model: Optional[nn.Module] = None) -> None:
+        """Restore ``state_dict``'s result, the teacher rebuilt from ``model``'s encoder."""
+        if state["teacher"] is not None:
+            t = self._shared or Teacher(mode=self._teacher_spec, encoder_attr=self.encoder_attr)
+            if t.mode != "pretrained":
+                raise ValueError(f"a saved pretrained teacher, but this plugin's is {t.mode}")
+            t.module = frozen_copy(get_encoder(model, self.encoder_attr))
+            t.module.load_state_dict(state["teacher"])
+            self._shared = t
 
     def set_batch(self, indices: Optional[torch.Tensor], size: int, key) -> None:
         """Called by the batch sampler before each training step: the minibatch's dataset
