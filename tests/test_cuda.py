@@ -57,7 +57,7 @@ def test_bf16_autocast_training_step():
             assert p.grad is None or torch.isfinite(p.grad).all(), (name, n)
         teacher = next((p for p in s.plugins if hasattr(p, "teacher_outputs")), None)
         if teacher is not None and name != "fda+cache":
-            assert teacher._shared._memo[3].dtype == torch.bfloat16, name
+            assert teacher._teacher._memo[3].dtype == torch.bfloat16, name
 
 
 def test_bf16_run_with_workers_and_pinned_memory(tmp_path):

@@ -111,12 +111,22 @@ class CountTeacherCalls(SupervisedPlugin):
         self.per_step.append(self.calls)
 
 
-def test_plugins_of_one_strategy_share_one_teacher_and_one_teacher_forward():
-    fda, ldifs = FDAPlugin(k=3), LDIFSPlugin()
+def test_plugins_handed_one_teacher_share_it_and_one_teacher_forward():
+    shared = Teacher(mode="previous")
+    fda, ldifs = FDAPlugin(k=3, teacher=shared), LDIFSPlugin(teacher=shared)
     counter = CountTeacherCalls([fda, ldifs])
     make_strategy([fda, ldifs, counter]).train(toy_stream().train_stream)
     assert counter.per_step == [1] * 4
     assert ldifs.last_loss is not None and fda.last_loss is not None
+
+
+def test_plugins_built_by_name_hold_their_own_teacher():
+    """No hidden link between plugins: each named teacher is the plugin's own."""
+    fda, ldifs = FDAPlugin(k=3), LDIFSPlugin()
+    make_strategy([fda, ldifs]).train(toy_stream().train_stream[0])
+    assert fda.teacher is not ldifs.teacher
+    assert all(torch.equal(a, b) for a, b in zip(fda.teacher.state_dict().values(),
+                                                 ldifs.teacher.state_dict().values()))
 
 
 def test_an_explicit_teacher_instance_is_used():

@@ -27,8 +27,6 @@ from .teacher_cache import FeatureCache
 
 TEACHER_MODES = ("previous", "pretrained")
 
-_SHARED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
 
 def get_encoder(model: nn.Module, encoder_attr: str) -> nn.Module:
     """The submodule ``model.<encoder_attr>`` (e.g. ``feature_extractor`` for Avalanche's
@@ -161,25 +159,12 @@ class Teacher:
         return feats, layers
 
 
-def shared_teacher(strategy, mode: str, encoder_attr: str,
-                   current: Optional[Teacher] = None) -> Teacher:
-    """The ``Teacher`` for (strategy, mode, encoder) shared by all plugins that ask for it.
-
-    ``current``, the teacher a plugin already holds (e.g. restored from a checkpoint), becomes
-    the shared one when the strategy has none yet, so a ``pretrained`` teacher survives.
-    """
-    table = _SHARED.setdefault(strategy, {})
-    key = (mode, encoder_attr)
-    if key not in table:
-        table[key] = current or Teacher(mode=mode, encoder_attr=encoder_attr)
-    return table[key]
-
-
 class TeacherPlugin(SupervisedPlugin):
     """Base of the plugins that compare the student encoder with the frozen teacher.
 
     Args:
-        teacher: ``previous`` | ``pretrained`` (shared per strategy) or a ``Teacher`` instance.
+        teacher: ``previous`` | ``pretrained`` (the plugin's own ``Teacher``), or a ``Teacher``
+            to share one frozen model between several plugins.
         encoder_attr: attribute of the model that holds the encoder.
         tap: capture the student encoder's inputs and output with a forward hook.
         teacher_cache_mb: memory bound of the teacher's per-experience feature cache, used
@@ -193,8 +178,8 @@ class TeacherPlugin(SupervisedPlugin):
         if not isinstance(teacher, Teacher) and teacher not in TEACHER_MODES:
             raise ValueError(f"teacher must be one of {', '.join(TEACHER_MODES)} or a Teacher, "
                              f"got {teacher!r}")
-        self._teacher_spec = teacher
-        self._shared: Optional[Teacher] = teacher if isinstance(teacher, Teacher) else None
+        self._teacher = (teacher if isinstance(teacher, Teacher)
+                         else Teacher(mode=teacher, encoder_attr=encoder_attr))
         self.encoder_attr = encoder_attr
         self._tap = tap
         self.teacher_cache_mb = float(teacher_cache_mb)
@@ -207,7 +192,7 @@ class TeacherPlugin(SupervisedPlugin):
     @property
     def teacher(self) -> Optional[nn.Module]:
         """The frozen teacher encoder (eval mode, no gradients), once an experience started."""
-        return self._shared.module if self._shared is not None else None
+        return self._teacher.module
 
     def layer_names(self, encoder: nn.Module) -> Sequence[str]:
         """Names of encoder submodules whose outputs the plugin compares (none by default)."""
@@ -221,18 +206,17 @@ class TeacherPlugin(SupervisedPlugin):
 
     def state_dict(self) -> dict:
         """A ``pretrained`` teacher's weights (a ``previous`` one is re-taken per experience)."""
-        t = self._shared if getattr(self._shared, "mode", None) == "pretrained" else None
+        t = self._teacher if self._teacher.mode == "pretrained" else None
         return {"teacher": None if t is None or t.module is None else t.module.state_dict()}
 
     def load_state_dict(self, state: dict, model: Optional[nn.Module] = None) -> None:
         """Restore ``state_dict``'s result, the teacher rebuilt from ``model``'s encoder."""
         if state["teacher"] is not None:
-            t = self._shared or Teacher(mode=self._teacher_spec, encoder_attr=self.encoder_attr)
+            t = self._teacher
             if t.mode != "pretrained":
                 raise ValueError(f"a saved pretrained teacher, but this plugin's is {t.mode}")
             t.module = frozen_copy(get_encoder(model, self.encoder_attr))
             t.module.load_state_dict(state["teacher"])
-            self._shared = t
 
     def set_batch(self, indices: Optional[torch.Tensor], size: int, key) -> None:
         """Called by the batch sampler before each training step: the minibatch's dataset
@@ -254,11 +238,8 @@ class TeacherPlugin(SupervisedPlugin):
 
     def before_training_exp(self, strategy, **kwargs):
         self._warned: set = set()
-        if not isinstance(self._teacher_spec, Teacher):
-            self._shared = shared_teacher(strategy, self._teacher_spec, self.encoder_attr,
-                                          self._shared)
-        self._shared.snapshot(strategy)
-        self._shared.cache_mb = max(self._shared.cache_mb, self.teacher_cache_mb)
+        self._teacher.snapshot(strategy)
+        self._teacher.cache_mb = max(self._teacher.cache_mb, self.teacher_cache_mb)
         self._remove_hooks()
         if not self._tap:
             return
@@ -268,7 +249,7 @@ class TeacherPlugin(SupervisedPlugin):
         missing = [n for n in names if n not in mods]
         if missing:
             raise ValueError(f"{type(self).__name__}: the encoder has no submodule {missing[0]!r}")
-        self._shared.layers.update(names)
+        self._teacher.layers.update(names)
         self._handles.append(encoder.register_forward_hook(self._hook(encoder, None), with_kwargs=True))
         for n in names:
             self._handles.append(mods[n].register_forward_hook(self._hook(mods[n], n), with_kwargs=True))
@@ -327,4 +308,4 @@ class TeacherPlugin(SupervisedPlugin):
     def teacher_outputs(self) -> tuple:
         """``(teacher features [B, D], {layer: output})`` for the current minibatch, no grad."""
         self.student_features()
-        return self._shared.forward(*self._inputs, self._amp, **self._batch)
+        return self._teacher.forward(*self._inputs, self._amp, **self._batch)
