@@ -13,53 +13,54 @@ Usage: python bench/robustness_table.py RESULTS_DIR [--strategies naive l2sp ...
 import argparse
 import statistics
 
-from proxyfda_cl.core.record import read_results
+from proxyfda_cl.analysis.tables import DASH, markdown_table, number
+from proxyfda_cl.core.typed_record import Record, read_results
 
 DEFAULT = ["naive", "l2sp", "ldifs", "fda", "proxy_fda"]
 
 
-def cells(records: list) -> dict:
+def cells(records: list[Record]) -> dict:
     """``{benchmark: {strategy: record}}`` (the last record of each pair wins)."""
     out: dict = {}
     for r in records:
-        out.setdefault(r["config"]["benchmark"]["name"], {})[r["config"]["strategy"]["name"]] = r
+        out.setdefault(r.benchmark, {})[r.strategy] = r
     return out
 
 
-def summary(rec: dict) -> dict:
-    if rec.get("status") != "complete":
+def summary(rec: Record) -> dict:
+    if rec.status != "complete":
         return {"failed": True}
-    task = rec["config"]["benchmark"]["experiences"][0]
-    knn = next((d.get("knn_overlap") for d in rec.get("distances", [])
-                if d["dataset"] == task), None)
-    return {"failed": False, "delta": 100 * rec["metrics"]["final"]["delta_lp"],
-            "acc": 100 * rec["matrices"]["R"][-1][-1], "collapsed": bool(rec.get("collapsed")),
-            "knn": None if knn is None else 100 * knn}
+    task = rec.stream[0] if rec.stream else None
+    knn = next((d.knn_overlap for d in rec.distances if d.dataset == task), None)
+    return {"failed": False, "delta": 100 * rec.final.delta_lp, "acc": 100 * rec.R[-1][-1],
+            "collapsed": bool(rec.collapsed), "knn": None if knn is None else 100 * knn}
 
 
 def table(by_cell: dict, strategies: list) -> str:
     """The per-cell table."""
     others = [s for s in strategies if s != "naive"]
     head = ["cell", "naive Δ_LP (task acc)"] + [f"{s}: Δ vs naive (task acc, kNN)" for s in others]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for cell in sorted(by_cell):
         runs = {s: summary(r) for s, r in by_cell[cell].items()}
         base = runs.get("naive")
         if base is None:
             continue
         row = [f"`{cell}`", "FAILED" if base["failed"] else
-               f"{base['delta']:+.2f} ({base['acc']:.0f}%)" + (" COLLAPSED" if base["collapsed"] else "")]
+               f"{number(base['delta'], sign=True)} ({number(base['acc'], 0)}%)"
+               + (" COLLAPSED" if base["collapsed"] else "")]
         for s in others:
             r = runs.get(s)
             if r is None or (r["failed"] is False and base["failed"]):
-                row.append("—")
+                row.append(DASH)
             elif r["failed"]:
                 row.append("FAILED")
             else:
-                row.append(f"{r['delta'] - base['delta']:+.2f} ({r['acc']:.0f}%, {r['knn']:.0f})"
+                row.append(f"{number(r['delta'] - base['delta'], sign=True)} "
+                           f"({number(r['acc'], 0)}%, {number(r['knn'], 0)})"
                            + (" COLLAPSED" if r["collapsed"] else ""))
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+        rows.append(row)
+    return markdown_table(head, rows, "-" * len(head))
 
 
 def verdict(by_cell: dict, strategies: list, where: str = "") -> str:
@@ -89,17 +90,17 @@ def verdict(by_cell: dict, strategies: list, where: str = "") -> str:
             if diff < -2.0:
                 stats[s]["below2"].append(cell)
     scope = f" whose name contains `{where}`" if where else ""
-    lines = [f"Over the {n_ok} cells{scope} where naive fine-tuning did not collapse:", "",
-             "| strategy | mean Δ_LP vs naive | cells > 2 points below naive | collapsed | failed |",
-             "|---|---:|---|---|---|"]
+    rows = []
     for s in others:
         st = stats[s]
-        mean = f"{statistics.mean(st['diffs']):+.2f}" if st["diffs"] else "—"
-        lines.append(f"| {s} | {mean} (n = {len(st['diffs'])}) | "
-                     f"{', '.join(f'`{c}`' for c in st['below2']) or 'none'} | "
-                     f"{', '.join(f'`{c}`' for c in st['collapsed']) or 'none'} | "
-                     f"{', '.join(f'`{c}`' for c in st['failed']) or 'none'} |")
-    return "\n".join(lines)
+        mean = number(statistics.mean(st["diffs"]) if st["diffs"] else None, sign=True)
+        rows.append([s, f"{mean} (n = {len(st['diffs'])})"]
+                    + [", ".join(f"`{c}`" for c in st[k]) or "none"
+                       for k in ("below2", "collapsed", "failed")])
+    head = ["strategy", "mean Δ_LP vs naive", "cells > 2 points below naive", "collapsed",
+            "failed"]
+    return (f"Over the {n_ok} cells{scope} where naive fine-tuning did not collapse:\n\n"
+            + markdown_table(head, rows, "-r---"))
 
 
 def main() -> None:

@@ -77,7 +77,7 @@ def cmd_demo(a) -> int:
     from .analysis.plots import plot_all
     from .models import build_encoder
     from .config import BackboneConfig
-    from .core.record import read_results
+    from .core.typed_record import read_results
     from .run.sweep import load_suite
 
     name = "demo-quick" if a.quick else "demo"
@@ -141,7 +141,7 @@ def cmd_list(a) -> int:
 
 def cmd_leaderboard(a) -> int:
     from .analysis.leaderboard import leaderboard, to_csv, to_html, to_markdown
-    from .core.record import read_results
+    from .core.typed_record import read_results
 
     records, problems = read_results(a.results_dir)
     rows = leaderboard(records, problems)
@@ -180,7 +180,7 @@ def _write_text(path: str, text: str) -> None:
 
 def cmd_plot(a) -> int:
     from .analysis import plots
-    from .core.record import read_results
+    from .core.typed_record import read_results
 
     records, problems = read_results(a.results_dir)
     for p in problems:
@@ -199,7 +199,7 @@ def cmd_plot(a) -> int:
 
 def cmd_correlation(a) -> int:
     from .analysis.correlation import correlation_markdown, correlation_table
-    from .core.record import read_results
+    from .core.typed_record import read_results
 
     records, problems = read_results(a.results_dir)
     for p in problems:

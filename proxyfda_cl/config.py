@@ -21,7 +21,7 @@ import yaml
 
 from .core.coercion import coerce, parse_scalar
 from .core.errors import ConfigError
-from .core.record import STRATEGY_REVISIONS
+from .core.revisions import STRATEGY_REVISIONS
 
 
 @dataclass

@@ -6,7 +6,7 @@ import inspect
 import pytest
 import torch
 
-from proxyfda_cl.core.record import CHANGED_DEFAULTS
+from proxyfda_cl.core.revisions import CHANGED_DEFAULTS
 from proxyfda_cl.strategies import (FDAPlugin, L2SPPlugin, LDIFSPlugin, LPFTPlugin, ProxyFDAPlugin,
                                     build_strategy, strategy_defaults)
 from proxyfda_cl.strategies.registry import PLUGIN_ONLY, plugin_parameters

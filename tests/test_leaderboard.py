@@ -11,7 +11,8 @@ import pytest
 from proxyfda_cl.analysis.leaderboard import (leaderboard, to_csv, to_html, to_markdown,
                                               write_leaderboard)
 from proxyfda_cl.core.errors import ConfigError
-from proxyfda_cl.core.record import read_results, record_name, write_json_atomic
+from proxyfda_cl.core.typed_record import read_results
+from proxyfda_cl.core.record import record_name, write_json_atomic
 
 METRICS = ("a_lp", "delta_lp", "fwt", "bwt", "forgetting")
 
@@ -242,8 +243,11 @@ def test_records_written_before_hyperparameters_still_load(capsys):
     from proxyfda_cl.analysis.records import record_key
     from proxyfda_cl.strategies import hyperparameters
 
-    old, problems = read_results(OLD)
-    assert problems == [] and len(old) == 2 and not any("hyperparameters" in r for r in old)
+    records, problems = read_results(OLD)
+    assert problems == [] and len(records) == 2
+    assert not any("hyperparameters" in r.raw for r in records)
+    assert [r.hyperparameters.revision for r in records] == [1, 1]
+    old = [r.raw for r in records]
     rows = leaderboard(old)
     # Proxy-FDA's loss changed in 0.2.0 (revision 2): its older runs are labelled apart; and
     # both ran at τ = 0.02, no longer the default (0.4.0)
@@ -276,7 +280,7 @@ def test_a_changed_strategy_gets_new_run_ids_and_the_others_keep_theirs():
     from proxyfda_cl.config import from_dict
 
     old, _ = read_results(OLD)
-    by_name = {r["config"]["strategy"]["name"]: r for r in old}
+    by_name = {r.strategy: r.raw for r in old}
     assert from_dict(by_name["fda"]["config"]).id == by_name["fda"]["id"]
     assert from_dict(by_name["proxy_fda"]["config"]).id != by_name["proxy_fda"]["id"]
 
@@ -306,7 +310,7 @@ def test_distances_of_the_last_experience_collapsed_runs_and_random_init_are_sho
 
 
 def test_changed_defaults_are_todays_defaults():
-    from proxyfda_cl.core.record import CHANGED_DEFAULTS
+    from proxyfda_cl.core.revisions import CHANGED_DEFAULTS
     from proxyfda_cl.strategies import strategy_defaults
 
     for name, changed in CHANGED_DEFAULTS.items():

@@ -13,7 +13,7 @@ from proxyfda_cl.cli import main
 from proxyfda_cl.config import check_loggers, from_dict, make_config
 from proxyfda_cl.training.loggers import (RunLoggers, _step_metric, TaskLossProbe,
                                  log_dir, regularizer_values)
-from proxyfda_cl.core.record import read_results
+from proxyfda_cl.core.typed_record import read_results
 from tests.conftest import small_config_dict
 
 
@@ -44,7 +44,8 @@ def test_run_with_csv_and_tensorboard_logs_the_fda_term(tmp_path, tiny_weights, 
     path.write_text(yaml.safe_dump(cfg))
     assert main(["run", "--config", str(path), "--set", "loggers=[csv,tensorboard]"]) == 0
     capsys.readouterr()
-    (rec,), problems = read_results(tmp_path / "res")
+    (record,), problems = read_results(tmp_path / "res")
+    rec = record.raw
     assert not problems
     run = from_dict(cfg)
     assert rec["id"] == run.id  # loggers leave the id alone

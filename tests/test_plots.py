@@ -9,7 +9,8 @@ from scipy import stats
 from proxyfda_cl.analysis.correlation import correlation_table
 from proxyfda_cl.analysis.plots import (plot_all, plot_forward_transfer, plot_matrices,
                                         plot_otdd_vs_forgetting)
-from proxyfda_cl.core.record import read_results, record_name, write_json_atomic
+from proxyfda_cl.core.typed_record import read_results
+from proxyfda_cl.core.record import record_name, write_json_atomic
 
 STREAM, PROBES = ["t0", "t1", "t2"], ["p0", "p1"]
 
@@ -65,8 +66,9 @@ def check_files(files, n_figures):
 
 
 def group(records, bench, strat):
-    return sorted((r for r in records if r["config"]["benchmark"]["name"] == bench
-                   and r["config"]["strategy"]["name"] == strat), key=lambda r: r["config"]["seed"])
+    """The record dicts, as written, of one benchmark and strategy, by seed."""
+    return [r.raw for r in sorted((r for r in records if r.benchmark == bench
+                                   and r.strategy == strat), key=lambda r: r.seed)]
 
 
 @pytest.mark.slow
@@ -108,7 +110,7 @@ def test_otdd_points_equal_record_numbers(records, tmp_path):
     out = plot_otdd_vs_forgetting(records, tmp_path)
     check_files(out["files"], 1)
     expected = {}
-    for r in records:
+    for r in (rec.raw for rec in records):
         P, cols = r["matrices"]["P"], r["matrices"]["P_columns"]
         for d in r["distances"]:
             j = cols.index(d["dataset"])
@@ -118,7 +120,7 @@ def test_otdd_points_equal_record_numbers(records, tmp_path):
            for p in out["points"]}
     assert len(out["points"]) == len(expected) == 7 * 3 * 5
     assert got == expected
-    by_id = {r["id"]: r["config"]["strategy"]["name"] for r in records}
+    by_id = {r.id: r.strategy for r in records}
     assert all(p["strategy"] == by_id[p["run_id"]] for p in out["points"])
     x = [v[0] for v in expected.values()]
     y = [v[2] for v in expected.values()]
@@ -213,7 +215,7 @@ def test_plot_all_with_bad_records(records, tmp_path):
     bad["status"] = "failed"
     junk = {"id": "junk", "status": "complete", "config": {"seed": 0}}
     problems = []
-    demo = [r for r in records if r["config"]["benchmark"]["name"] == "demo"]
+    demo = [r for r in records if r.benchmark == "demo"]
     out = plot_all(demo + [bad, junk], tmp_path / "figs", problems=problems)
     assert set(out) == {"forward-transfer", "otdd", "matrices", "files"}
     assert out["files"] == (out["forward-transfer"]["files"] + out["otdd"]["files"]

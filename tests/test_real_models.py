@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from proxyfda_cl.config import from_dict, to_dict
-from proxyfda_cl.core.record import read_record, read_results
+from proxyfda_cl.core.record import read_record
+from proxyfda_cl.core.typed_record import read_results
 from proxyfda_cl.run.runner import preflight, record_path, run
 from proxyfda_cl.run.sweep import SUITES_DIR, expand, load_suite
 from tests.conftest import small_config_dict
@@ -116,7 +117,7 @@ def test_torch_user_module_runs_naive(tmp_path, tiny_weights, user_module):
     cfg = from_dict(_torch_config(tmp_path, tiny_weights, user_module, "naive"))
     _check_record(cfg, run(cfg))
     records, problems = read_results(tmp_path / "res")
-    assert problems == [] and [r["id"] for r in records] == [cfg.id]
+    assert problems == [] and [r.id for r in records] == [cfg.id]
 
 
 @pytest.mark.slow
@@ -174,8 +175,8 @@ def test_openclip_offline_cli_error_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in r.stdout + r.stderr
     # the failed run is recorded, with the same one-line reason and no traceback
     records, _ = read_results(tmp_path / "out", include_failed=True)
-    assert [rec["status"] for rec in records] == ["failed"]
-    assert "WeightsError" in records[0]["error"] and records[0]["traceback"] == ""
+    assert [rec.status for rec in records] == ["failed"]
+    assert "WeightsError" in records[0].error and records[0].raw["traceback"] == ""
 
 
 def test_openclip_offline_error_path_is_fast(tmp_path, monkeypatch):

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from proxyfda_cl.analysis.correlation import correlation_table
-from proxyfda_cl.analysis.leaderboard import _cell, leaderboard
+from proxyfda_cl.analysis.leaderboard import leaderboard, metric_cell
 from proxyfda_cl.analysis.paired import paired_comparison
 from proxyfda_cl.cli import main
-from proxyfda_cl.core.record import read_results, record_name, write_json_atomic
+from proxyfda_cl.core.typed_record import read_results
+from proxyfda_cl.core.record import record_name, write_json_atomic
 from tests.test_plots import make_record
 
 
@@ -134,7 +135,7 @@ def test_problems_failures_and_flags_are_listed(report):
 def test_leaderboard_paired_and_correlation_numbers(report):
     folder, text, page = report
     records, _ = read_results(folder)
-    good = [r for r in records if "final" in r["metrics"]]
+    good = [r for r in records if r.final is not None]
     rows = leaderboard(good)
     board = next(t for t in page.tables if t[0][:3] == ["Rank", "Strategy", "Seeds"])
     k = board[0].index("kNN overlap (%)")
@@ -142,7 +143,7 @@ def test_leaderboard_paired_and_correlation_numbers(report):
         cells = next(r for r in board[1:] if r[1].startswith(row["strategy"])
                      and ("[random init]" in r[1]) == ("[random init]" in row["strategy"]))
         assert cells[2] == ", ".join(str(s) for s in row["seeds"])
-        assert cells[4] == _cell(row, "delta_lp")
+        assert cells[4] == metric_cell(row, "delta_lp")
     fda = next(r for r in board[1:] if r[1].split()[0] == "fda")
     assert fda[k] == "60.00 ± 10.00"  # knn_overlap 0.5, 0.6, 0.7 over seeds
 

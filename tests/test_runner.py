@@ -4,7 +4,8 @@ import json
 import pytest
 
 from proxyfda_cl.config import from_dict
-from proxyfda_cl.core.record import read_record, read_results
+from proxyfda_cl.core.record import read_record
+from proxyfda_cl.core.typed_record import read_results
 from proxyfda_cl.run.runner import record_path, run
 from tests.conftest import small_config_dict
 
@@ -45,7 +46,7 @@ def test_two_experience_run_gives_a_valid_record(tmp_path, tiny_weights):
     assert rec["metrics"] == disk["metrics"]
     # the record round-trips through JSON and the results reader
     records, problems = read_results(tmp_path)
-    assert problems == [] and [r["id"] for r in records] == [cfg.id]
+    assert problems == [] and [r.id for r in records] == [cfg.id]
     assert json.loads(json.dumps(disk)) == disk
 
 

@@ -13,8 +13,11 @@ import numpy as np
 from scipy import stats
 
 from ..core.errors import DataError
+from .records import as_record
+from .tables import interval, markdown_table, number
 
-__all__ = ["correlate", "forgetting_points", "correlation_table"]
+__all__ = ["correlate", "forgetting_points", "correlation_table", "correlation_cells",
+           "correlation_markdown"]
 
 
 def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -75,7 +78,7 @@ def correlate(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, see
     return out
 
 
-def forgetting_points(records: Iterable[dict], *, held_out: bool = False) -> list[dict]:
+def forgetting_points(records: Iterable, *, held_out: bool = False) -> list[dict]:
     """One point per (run, experience t, dataset d) in each record's ``distances``.
 
     With ``held_out``, only datasets not trained on by experience t (later tasks and probes,
@@ -83,55 +86,50 @@ def forgetting_points(records: Iterable[dict], *, held_out: bool = False) -> lis
 
     ``forgetting = P[0][d] - P[t][d]`` with ``d`` looked up in ``P_columns`` (the run-record
     schema in :mod:`proxyfda_cl.core.record`). Entries whose ``otdd`` or ``l2`` is null, or whose
-    probe accuracies are null, are skipped.
+    probe accuracies are null, are skipped. Records are ``Record``s or record dicts.
 
     Returns:
         dicts ``{run, strategy, seed, experience, dataset, forgetting, otdd, l2, knn_loss}``;
         ``knn_loss = 1 - knn_overlap`` (None for records written before it existed).
 
     Raises:
-        DataError: a record lacks ``matrices.P``/``P_columns`` or names an unknown dataset
-            or experience.
+        DataError: a record lacks ``matrices.P``/``P_columns``, has a malformed distance
+            entry, or names an unknown dataset or experience.
     """
     points = []
-    for rec in records:
-        dists = rec.get("distances") or []
-        if not dists:
+    for rec in map(as_record, records):
+        run = rec.id
+        if "distances" in rec.issues:
+            raise DataError(f"record {run}: {rec.issues['distances']}; the record is "
+                            "inconsistent")
+        if not rec.distances:
             continue
-        run = rec.get("id")
-        try:
-            p, cols = rec["matrices"]["P"], list(rec["matrices"]["P_columns"])
-        except (KeyError, TypeError):
+        p, cols = rec.P, rec.P_columns
+        if p is None or cols is None:
             raise DataError(f"record {run}: distances without matrices.P/P_columns; "
-                            "re-run or drop the record") from None
-        cfg = rec.get("config") or {}
-        strategy = (cfg.get("strategy") or {}).get("name")
-        stream = list(rec.get("stream") or rec["matrices"].get("R_columns") or [])
-        for e in dists:
-            if not isinstance(e, dict):
-                raise DataError(f"record {run}: a distance entry is not a mapping; the record "
-                                "is inconsistent")
-            if e.get("otdd") is None or e.get("l2") is None:
+                            "re-run or drop the record")
+        stream = rec.stream or rec.R_columns or []
+        for e in rec.distances:
+            if e.otdd is None or e.l2 is None:
                 continue
-            t, d = int(e["experience"]), e["dataset"]
-            if held_out and d in stream[:t]:
+            t, d = e.experience, e.dataset
+            if held_out and t is not None and d in stream[:t]:
                 continue
-            if d not in cols or not 0 < t < len(p):
+            j = cols.index(d) if d in cols else None
+            if j is None or t is None or not 0 < t < len(p) or j >= min(len(p[0]), len(p[t])):
                 raise DataError(f"record {run}: distance entry (experience {t}, dataset {d}) "
                                 "has no row/column in matrices.P; the record is inconsistent")
-            j = cols.index(d)
             p0, pt = p[0][j], p[t][j]
             if p0 is None or pt is None:
                 continue
-            knn = e.get("knn_overlap")
-            points.append({"run": run, "strategy": strategy, "seed": cfg.get("seed"),
-                           "experience": t, "dataset": d, "forgetting": float(p0) - float(pt),
-                           "otdd": float(e["otdd"]), "l2": float(e["l2"]),
-                           "knn_loss": None if knn is None else 1.0 - float(knn)})
+            points.append({"run": run, "strategy": rec.strategy, "seed": rec.seed,
+                           "experience": t, "dataset": d, "forgetting": p0 - pt,
+                           "otdd": e.otdd, "l2": e.l2,
+                           "knn_loss": None if e.knn_overlap is None else 1.0 - e.knn_overlap})
     return points
 
 
-def correlation_table(records: Iterable[dict], *, n_boot: int = 1000, seed: int = 0,
+def correlation_table(records: Iterable, *, n_boot: int = 1000, seed: int = 0,
                       held_out: bool = False) -> dict:
     """Correlation of forgetting with OTDD and with L2 over every point of ``records``
     (only held-out datasets' points with ``held_out``, see ``forgetting_points``).
@@ -152,22 +150,20 @@ def correlation_table(records: Iterable[dict], *, n_boot: int = 1000, seed: int 
     return out
 
 
+def correlation_cells(c: dict) -> list[str]:
+    """Pearson r, its interval, Spearman rho and its interval of one ``correlate`` result, as
+    the tables print them (3 decimals, signed; ``—`` where undefined)."""
+    return [number(c["pearson"], 3, sign=True), interval(c["pearson_ci"], 3),
+            number(c["spearman"], 3, sign=True), interval(c["spearman_ci"], 3)]
+
+
 def correlation_markdown(table: dict) -> str:
     """``correlation_table``'s result as a markdown table (r, rho and their 95% CIs)."""
-    def ci(v) -> str:
-        return "—" if v is None or any(x != x for x in v) else f"[{v[0]:+.3f}, {v[1]:+.3f}]"
-
-    def num(v) -> str:
-        return "—" if v is None or v != v else f"{v:+.3f}"
-
-    lines = [f"Forgetting (P[0][d] - P[t][d]) against feature distance over "
-             f"{table['otdd']['n']} (run, experience, dataset) points; "
-             f"{int(100 * table['otdd'].get('ci', 0.95))}% bootstrap intervals.", "",
-             "| distance | n | Pearson r | CI | Spearman rho | CI |",
-             "|---|---:|---:|---|---:|---|"]
     names = {"otdd": "OTDD", "l2": "L2", "knn_loss": "1 − kNN overlap"}
-    for name in (n for n in names if n in table):
-        c = table[name]
-        lines.append(f"| {names[name]} | {c['n']} | {num(c['pearson'])} | {ci(c['pearson_ci'])} | "
-                     f"{num(c['spearman'])} | {ci(c['spearman_ci'])} |")
-    return "\n".join(lines)
+    rows = [[names[n], str(table[n]["n"])] + correlation_cells(table[n])
+            for n in names if n in table]
+    return (f"Forgetting (P[0][d] - P[t][d]) against feature distance over "
+            f"{table['otdd']['n']} (run, experience, dataset) points; "
+            f"{int(100 * table['otdd'].get('ci', 0.95))}% bootstrap intervals.\n\n"
+            + markdown_table(["distance", "n", "Pearson r", "CI", "Spearman rho", "CI"], rows,
+                             "-rr-r-"))

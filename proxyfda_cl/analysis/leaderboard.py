@@ -1,13 +1,12 @@
 """Leaderboard: one row per (benchmark, strategy), mean and std over seeds, as md, csv or html.
 
-Rows come from run records (``proxyfda_cl.core.record.read_results``); metrics are those of
+Rows come from run records (``proxyfda_cl.core.typed_record.read_results``); metrics are those of
 METHOD.md, section "Metrics" (``A_LP``, ``Δ_LP``, ``FWT``, ``BWT``, ``Forgetting``), read
 from ``metrics.final``; training time is the sum of ``timing.per_experience[*].train_s``.
 """
 from __future__ import annotations
 
 import csv
-import html
 import io
 from pathlib import Path
 from typing import Any, Optional
@@ -15,57 +14,23 @@ from typing import Any, Optional
 import numpy as np
 
 from ..core.errors import ConfigError
-from .records import describe, group_records, is_number, report
+from ..core.typed_record import METRICS, Record
+from .records import describe, group_records, last_distance, report
+from .tables import DASH, esc, html_table, markdown_table, number
 
-METRICS = ("a_lp", "delta_lp", "fwt", "bwt", "forgetting")
 DISTANCES = ("l2", "otdd", "knn_overlap")
 COLUMNS = METRICS + DISTANCES + ("train_s",)
 LABELS = {"a_lp": "A_LP (%)", "delta_lp": "Δ_LP (%)", "fwt": "FWT (%)", "bwt": "BWT (%)",
           "forgetting": "Forgetting (%)", "l2": "L2", "otdd": "OTDD",
           "knn_overlap": "kNN overlap (%)", "train_s": "Train (s)"}
-DASH = "—"
 FORMATS = ("md", "csv", "html")
 
 
-def _final_metrics(rec: dict) -> dict:
-    """``metrics.final`` checked: a mapping with every metric key, each a number or null."""
-    metrics = rec.get("metrics")
-    final = metrics.get("final") if isinstance(metrics, dict) else None
-    if not isinstance(final, dict):
-        raise ValueError("metrics.final missing or not a mapping")
-    out = {}
-    for m in METRICS:
-        if m not in final:
-            raise ValueError(f"metrics.final.{m} missing")
-        v = final[m]
-        if v is not None and not is_number(v):
-            raise ValueError(f"metrics.final.{m} is not a finite number ({v!r})")
-        out[m] = None if v is None else float(v)
-    return out
-
-
-def _final_distances(rec: dict) -> dict:
-    """Mean L2, OTDD and kNN overlap over the datasets of the last experience's distance
-    entries (``None`` where absent, e.g. records written before ``knn_overlap`` existed)."""
-    entries = [d for d in rec.get("distances") or [] if isinstance(d, dict)]
-    last = max((d.get("experience") for d in entries if is_number(d.get("experience"))),
-               default=None)
-    out = {}
-    for key in DISTANCES:
-        vals = [d.get(key) for d in entries if d.get("experience") == last]
-        vals = [float(v) for v in vals if is_number(v)]
-        out[key] = sum(vals) / len(vals) if vals else None
-    return out
-
-
-def _train_time(rec: dict) -> Optional[float]:
-    """Sum of ``train_s`` over experiences; None when timing is absent or malformed."""
-    timing = rec.get("timing")
-    per = timing.get("per_experience") if isinstance(timing, dict) else None
-    if not isinstance(per, list) or not per:
-        return None
-    vals = [e.get("train_s") if isinstance(e, dict) else None for e in per]
-    return float(sum(vals)) if all(is_number(v) for v in vals) else None
+def _run(rec: Record) -> dict:
+    """What a row aggregates of one run: final metrics, distances, train time, flags."""
+    return {**{m: getattr(rec.final, m) for m in METRICS},
+            **{d: last_distance(rec, d) for d in DISTANCES}, "train_s": rec.timing.train_s,
+            "seed": rec.seed, "collapsed": bool(rec.collapsed), "warned": bool(rec.warnings)}
 
 
 def mean_std(values: list) -> tuple[Optional[float], Optional[float], int]:
@@ -81,14 +46,14 @@ def mean_std(values: list) -> tuple[Optional[float], Optional[float], int]:
     return float(np.mean(vals)), std, int(vals.size)
 
 
-def leaderboard(records: list[dict], problems: Optional[list] = None) -> list[dict]:
+def leaderboard(records: list, problems: Optional[list] = None) -> list[dict]:
     """Aggregate run records into leaderboard rows.
 
     Records that are not complete, or whose config names or ``metrics.final`` are malformed,
     are skipped; each skip appends one line to ``problems`` (when given) and logs a warning.
 
     Args:
-        records: run records, e.g. from ``read_results``.
+        records: run records (``Record``s from ``read_results``, or record dicts).
         problems: list to append one line per skipped record to.
     Returns:
         Rows sorted by benchmark, rank and strategy, each with ``benchmark``, ``strategy``,
@@ -101,15 +66,10 @@ def leaderboard(records: list[dict], problems: Optional[list] = None) -> list[di
     for bench, strat, recs in ((b, s, rs) for b in groups for s, rs in groups[b].items()):
         runs = []
         for rec in recs:
-            try:
-                vals = _final_metrics(rec)
-            except ValueError as e:
-                report(problems, f"record {describe(rec)}: {e}; skipped")
+            if "final" in rec.issues:
+                report(problems, f"record {describe(rec)}: {rec.issues['final']}; skipped")
                 continue
-            runs.append({**vals, **_final_distances(rec), "train_s": _train_time(rec),
-                         "seed": rec["config"].get("seed"),
-                         "collapsed": bool(rec.get("collapsed")),
-                         "warned": bool(rec.get("warnings"))})
+            runs.append(_run(rec))
         if not runs:
             continue
         row: dict[str, Any] = {"benchmark": bench, "strategy": strat, "rank": None,
@@ -127,15 +87,12 @@ def leaderboard(records: list[dict], problems: Optional[list] = None) -> list[di
     return rows
 
 
-def _cell(row: dict, m: str) -> str:
+def metric_cell(row: dict, m: str) -> str:
     """``mean ± std`` as percentages (seconds for train_s); the mean alone for one seed."""
     mean, std = row[f"{m}_mean"], row[f"{m}_std"]
-    if mean is None:
-        return DASH
-    scale, fmt = {"train_s": (1.0, "{:.1f}"), "l2": (1.0, "{:.3f}"),
-                  "otdd": (1.0, "{:.3f}")}.get(m, (100.0, "{:.2f}"))
-    text = fmt.format(mean * scale)
-    return text if std is None else f"{text} ± {fmt.format(std * scale)}"
+    scale, digits = {"train_s": (1.0, 1), "l2": (1.0, 3), "otdd": (1.0, 3)}.get(m, (100.0, 2))
+    text = number(mean, digits, scale=scale)
+    return text if mean is None or std is None else f"{text} ± {number(std, digits, scale=scale)}"
 
 
 def _display(row: dict) -> list[str]:
@@ -146,7 +103,7 @@ def _display(row: dict) -> list[str]:
     if row.get("n_warned"):
         name += f" (warnings: {row['n_warned']} of {row['n_seeds']} seeds)"
     return [rank, row["benchmark"], name, str(row["n_seeds"])] + [
-        _cell(row, m) for m in COLUMNS]
+        metric_cell(row, m) for m in COLUMNS]
 
 
 HEADER = ["Rank", "Benchmark", "Strategy", "Seeds"] + [LABELS[m] for m in COLUMNS]
@@ -154,13 +111,8 @@ HEADER = ["Rank", "Benchmark", "Strategy", "Seeds"] + [LABELS[m] for m in COLUMN
 
 def to_markdown(rows: list[dict]) -> str:
     """A Markdown table: percentages with 2 decimals, ``mean ± std``, ``—`` where unavailable."""
-    def esc(s: str) -> str:
-        return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(HEADER) + " |",
-             "|" + "|".join(["---:"] + [":---"] * 2 + ["---:"] * (len(HEADER) - 3)) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in _display(r)) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    align = "rll" + "r" * (len(HEADER) - 3)
+    return markdown_table(HEADER, [_display(r) for r in rows], align) + "\n"
 
 
 CSV_FIELDS = ["benchmark", "strategy", "rank", "n_seeds", "seeds", "n_collapsed", "n_warned"] + [
@@ -198,27 +150,21 @@ p.note{color:#666;font-size:12px}"""
 
 def to_html(rows: list[dict], title: str = "proxyfda-cl leaderboard") -> str:
     """A self-contained HTML page (inline CSS, no scripts or external resources), text escaped."""
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in HEADER)
-    body, prev = [], None
-    for r in rows:
-        cls = [c for c, on in (("best", r["rank"] == 1),
-                               ("sep", prev is not None and r["benchmark"] != prev)) if on]
-        prev = r["benchmark"]
-        cells = "".join(f'<td class="name">{e(c)}</td>' if i in (1, 2) else f"<td>{e(c)}</td>"
-                        for i, c in enumerate(_display(r)))
-        attr = f' class="{" ".join(cls)}"' if cls else ""
-        body.append(f"<tr{attr}>{cells}</tr>")
+    new_bench = [i > 0 and r["benchmark"] != rows[i - 1]["benchmark"] for i, r in enumerate(rows)]
+    classes = [" ".join(c for c, on in (("best", r["rank"] == 1), ("sep", sep)) if on)
+               for r, sep in zip(rows, new_bench)]
+    head = [(h, "text" if i in (1, 2) else "num") for i, h in enumerate(HEADER)]
+    table = html_table(head, [_display(r) for r in rows], sort_attrs=False, text_cls="name",
+                       row_classes=classes, newlines=True)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{e(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
-            f"<h1>{e(title)}</h1>\n<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
-            + "\n".join(body) + "\n</tbody>\n</table>\n"
+            f"<title>{esc(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
+            f"<h1>{esc(title)}</h1>\n{table}\n"
             '<p class="note">Mean ± sample std over seeds; accuracies in percentage points; '
             "rank by mean Δ_LP within each benchmark; L2, OTDD and kNN overlap: mean over the datasets "
             "after the last experience; — = unavailable.</p>\n</body>\n</html>\n")
 
 
-def write_leaderboard(records: list[dict], out_path: str | Path, fmt: Optional[str] = None,
+def write_leaderboard(records: list, out_path: str | Path, fmt: Optional[str] = None,
                       *, problems: Optional[list] = None,
                       title: str = "proxyfda-cl leaderboard") -> str:
     """Write the leaderboard of ``records`` to ``out_path`` as md, csv or html.

@@ -13,15 +13,11 @@ from typing import Optional
 
 import numpy as np
 
-from .leaderboard import METRICS, _final_metrics
+from ..core.typed_record import METRICS
 from .records import describe, group_records, report
+from .tables import interval, markdown_table, number
 
-__all__ = ["paired_differences", "paired_comparison"]
-
-
-def _backbone(rec: dict) -> str:
-    b = rec["config"].get("backbone")
-    return str(b.get("name") if isinstance(b, dict) else b)
+__all__ = ["paired_differences", "paired_comparison", "paired_markdown"]
 
 
 def paired_differences(records: list, baseline: str, metric: str = "delta_lp",
@@ -42,14 +38,12 @@ def paired_differences(records: list, baseline: str, metric: str = "delta_lp",
     for bench, strats in group_records(records, problems).items():
         for strat, recs in strats.items():
             for rec in recs:
-                try:
-                    v = _final_metrics(rec)[metric]
-                except ValueError as e:
-                    report(problems, f"record {describe(rec)}: {e}; skipped")
+                if "final" in rec.issues:
+                    report(problems, f"record {describe(rec)}: {rec.issues['final']}; skipped")
                     continue
+                v = getattr(rec.final, metric)
                 if v is not None:
-                    key = (bench, _backbone(rec), rec["config"].get("seed"))
-                    values.setdefault(strat, {})[key] = v
+                    values.setdefault(strat, {})[(bench, str(rec.backbone), rec.seed)] = v
     base = values.get(baseline, {})
     out = {}
     for strat, vals in values.items():
@@ -101,12 +95,10 @@ def paired_markdown(rows: list[dict]) -> str:
     if not rows:
         return "No pairs: no strategy shares benchmark, backbone and seed with the baseline."
     r0 = rows[0]
-    lines = [f"Paired difference in {r0['metric']} against {r0['baseline']} (same benchmark, "
-             f"backbone and seed; mean over pairs, 95% bootstrap CI; percentage points).", "",
-             "| benchmark | strategy | pairs | mean | 95% CI |", "|---|---|---:|---:|---|"]
-    for r in rows:
-        ci = ("—" if math.isnan(r["ci_low"])
-              else f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]")
-        lines.append(f"| {r['benchmark']} | {r['strategy']} | {r['n']} | "
-                     f"{100 * r['mean']:+.2f} | {ci} |")
-    return "\n".join(lines)
+    table = markdown_table(
+        ["benchmark", "strategy", "pairs", "mean", "95% CI"],
+        [[r["benchmark"], r["strategy"], str(r["n"]), number(r["mean"], scale=100, sign=True),
+          interval((r["ci_low"], r["ci_high"]), scale=100)] for r in rows], "--rr-")
+    return (f"Paired difference in {r0['metric']} against {r0['baseline']} (same benchmark, "
+            f"backbone and seed; mean over pairs, 95% bootstrap CI; percentage points).\n\n"
+            + table)

@@ -15,27 +15,26 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
 from ..core.errors import DataError
+from ..core.typed_record import Record
 from .correlation import correlate, forgetting_points
 from .leaderboard import mean_std
-from .records import describe, group_records, is_number, report
+from .records import describe, group_records, report
+from .tables import finite
 
 
-def _num(v: Any) -> Optional[float]:
-    return float(v) if is_number(v) else None
-
-
-def _nan(v: Any) -> float:
-    return float(v) if is_number(v) else float("nan")
+def _nan(v: Optional[float]) -> float:
+    return float("nan") if v is None else v
 
 
 def _colours(names) -> dict[str, Any]:
     return {n: colormaps["tab10"](i % 10) for i, n in enumerate(sorted(set(names)))}
 
 
-def _labels(cols: Any, n: int) -> list[str]:
-    """Column names as strings, or ``1..n`` when absent or not a list."""
-    return [str(c) for c in cols] if isinstance(cols, list) else [str(i) for i in range(1, n + 1)]
+def _labels(cols: Optional[list[str]], n: int) -> list[str]:
+    """Column names, or ``1..n`` when absent."""
+    return cols if cols is not None else [str(i) for i in range(1, n + 1)]
 
 
 def _dir(out_dir: str | Path) -> Path:
@@ -59,22 +58,17 @@ def _save(fig: Figure, out_dir: Path, stem: str, used: set) -> list[str]:
     return paths
 
 
-def _transfer(recs: list[dict]) -> dict:
+def _transfer(recs: list[Record]) -> dict:
     """Per-experience and final Δ_LP of one strategy's seeds: mean and std of available values."""
-    curves = []
-    for r in recs:
-        per = (r.get("metrics") or {}).get("per_experience")
-        curves.append([_num(e.get("delta_lp")) if isinstance(e, dict) else None
-                       for e in (per if isinstance(per, list) else [])])
+    curves = [[e.delta_lp for e in r.per_experience] for r in recs]
     T = max((len(c) for c in curves), default=0)
     ms = [mean_std([c[t] if t < len(c) else None for c in curves]) for t in range(T)]
-    fm, fs, _ = mean_std([_num(((r.get("metrics") or {}).get("final") or {}).get("delta_lp"))
-                          for r in recs])
+    fm, fs, _ = mean_std([r.final.delta_lp if r.final else None for r in recs])
     return {"per_experience_mean": [m[0] for m in ms], "per_experience_std": [m[1] for m in ms],
-            "final_mean": fm, "final_std": fs, "seeds": [r["config"].get("seed") for r in recs]}
+            "final_mean": fm, "final_std": fs, "seeds": [r.seed for r in recs]}
 
 
-def plot_forward_transfer(records: list[dict], out_dir: str | Path, *,
+def plot_forward_transfer(records: list, out_dir: str | Path, *,
                           problems: Optional[list] = None) -> dict:
     """Δ_LP per experience (mean ± std band over seeds) and final Δ_LP bars, per benchmark.
 
@@ -91,8 +85,8 @@ def plot_forward_transfer(records: list[dict], out_dir: str | Path, *,
     used: set = set()
     for bench in sorted(groups):
         data = result[bench] = {s: _transfer(rs) for s, rs in sorted(groups[bench].items())}
-        names = max((_labels((r.get("matrices") or {}).get("R_columns"), 0)
-                     for rs in groups[bench].values() for r in rs), key=len, default=[])
+        names = max((_labels(r.R_columns, 0) for rs in groups[bench].values() for r in rs),
+                    key=len, default=[])
         fig = Figure(figsize=(11, 4.2))
         ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
         for strat, d in data.items():
@@ -127,15 +121,15 @@ def _fit(xs: list, ys: list) -> dict:
     """``correlate``'s Pearson r and Spearman rho (None where undefined) and the
     least-squares line drawn through the points."""
     c = correlate(xs, ys, n_boot=0)
-    out: dict[str, Any] = {"n": c["n"], "pearson": _num(c["pearson"]),
-                           "spearman": _num(c["spearman"]), "slope": None, "intercept": None}
+    out: dict[str, Any] = {"n": c["n"], "pearson": finite(c["pearson"]),
+                           "spearman": finite(c["spearman"]), "slope": None, "intercept": None}
     x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
     if len(xs) >= 2 and np.ptp(x) > 0:
         out["slope"], out["intercept"] = (float(v) for v in np.polyfit(x, y, 1))
     return out
 
 
-def _points(rec: dict, bench: str, strat: str, problems: Optional[list]) -> list[dict]:
+def _points(rec: Record, bench: str, strat: str, problems: Optional[list]) -> list[dict]:
     """The record's points of ``forgetting_points``, under its benchmark and strategy label."""
     try:
         pts = forgetting_points([rec])
@@ -151,7 +145,7 @@ def _fmt(v: Optional[float]) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def plot_otdd_vs_forgetting(records: list[dict], out_dir: str | Path, *,
+def plot_otdd_vs_forgetting(records: list, out_dir: str | Path, *,
                             problems: Optional[list] = None) -> dict:
     """Forgetting ``P[0][d] − P[t][d]`` against OTDD and against L2, over all complete records.
 
@@ -193,10 +187,9 @@ def plot_otdd_vs_forgetting(records: list[dict], out_dir: str | Path, *,
     return result
 
 
-def _matrix(rec: dict, name: str) -> np.ndarray:
-    m = (rec.get("matrices") or {}).get(name)
-    if not (isinstance(m, list) and m and all(isinstance(r, list) for r in m)
-            and len({len(r) for r in m}) == 1):
+def _matrix(rec: Record, name: str) -> np.ndarray:
+    m = getattr(rec, name)
+    if not m or len({len(r) for r in m}) != 1:
         raise ValueError(f"matrices.{name} missing or not a rectangular list of rows")
     return np.array([[_nan(v) for v in row] for row in m], dtype=float)
 
@@ -208,14 +201,13 @@ def _nan_mean(stack: np.ndarray) -> list:
     return [[None if np.isnan(v) else float(v) for v in row] for row in mean]
 
 
-def _seed_matrices(recs: list[dict], problems: Optional[list]) -> tuple[list, Optional[tuple]]:
+def _seed_matrices(recs: list[Record], problems: Optional[list]) -> tuple[list, Optional[tuple]]:
     """The seeds whose R and P agree in shape and columns with the first valid seed."""
     kept, ref = [], None
     for rec in recs:
         try:
             R, P = _matrix(rec, "R"), _matrix(rec, "P")
-            rc = _labels(rec["matrices"].get("R_columns"), R.shape[1])
-            pc = _labels(rec["matrices"].get("P_columns"), P.shape[1])
+            rc, pc = _labels(rec.R_columns, R.shape[1]), _labels(rec.P_columns, P.shape[1])
             if len(rc) != R.shape[1] or len(pc) != P.shape[1]:
                 raise ValueError("column names do not match the matrix width")
             if ref is not None and (R.shape, P.shape, rc, pc) != ref:
@@ -241,7 +233,7 @@ def _heatmap(ax, mat: list, rows: list, cols: list, title: str, xlabel: str) -> 
     ax.set(title=title, xlabel=xlabel, ylabel="after experience")
 
 
-def plot_matrices(records: list[dict], out_dir: str | Path, *,
+def plot_matrices(records: list, out_dir: str | Path, *,
                   problems: Optional[list] = None) -> dict:
     """Heatmaps of R (task accuracy) and P (probe accuracy), mean over seeds, in percent.
 
@@ -268,7 +260,7 @@ def plot_matrices(records: list[dict], out_dir: str | Path, *,
                 "R": _nan_mean(np.stack([k[1] for k in kept])), "R_rows": rows[:nr],
                 "R_columns": rc, "P": _nan_mean(np.stack([k[2] for k in kept])),
                 "P_rows": ["pre-trained"] + rows[:npr - 1], "P_columns": pc,
-                "seeds": [k[0]["config"].get("seed") for k in kept]}
+                "seeds": [k[0].seed for k in kept]}
             fig = Figure(figsize=(3 + 0.55 * (len(rc) + len(pc)), 1.5 + 0.45 * npr))
             ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [len(rc), len(pc)]})
             n = len(kept)
@@ -279,7 +271,7 @@ def plot_matrices(records: list[dict], out_dir: str | Path, *,
     return result
 
 
-def plot_all(records: list[dict], out_dir: str | Path, *,
+def plot_all(records: list, out_dir: str | Path, *,
              problems: Optional[list] = None) -> dict:
     """All figures into ``out_dir``; skipped records are reported once in ``problems``.
 

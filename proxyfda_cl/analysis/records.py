@@ -1,59 +1,43 @@
-"""Run records as analysis reads them: which (benchmark, strategy label) a record belongs to,
-grouping the complete ones, and one-line problems for those it skips.
+"""Run records as analysis reads them: the typed record (``core.typed_record.Record``) of each,
+which (benchmark, strategy label) it belongs to, grouping the complete ones, what the tables
+show of a run, and one-line problems for the records left out.
 """
 from __future__ import annotations
 
 import logging
-import math
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
-from ..core.record import hyperparameters, revision_suffix
+from ..core.typed_record import Record, parse_record
 
 log = logging.getLogger(__name__)
 
 
-def is_number(v: Any) -> bool:
-    """True for a finite int or float (bools excluded)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def as_record(rec: Any) -> Record:
+    """``rec`` as a :class:`Record`: as it is, or parsed from a record dict (as ``run``
+    returns it); ``ValueError`` for anything else."""
+    if isinstance(rec, Record):
+        return rec
+    if not isinstance(rec, dict):
+        raise ValueError("not a mapping")
+    return parse_record(rec)
 
 
-def record_key(rec: dict) -> tuple[str, str]:
+def record_key(rec: Any) -> tuple[str, str]:
     """``(benchmark name, strategy label)`` of a record; ``ValueError`` when missing.
 
-    The label is the strategy name, followed by its hyper-parameters that differ from the
-    defaults (``fda(k=16)``, ``strategy_label``), so runs of different settings are not merged.
+    The label (``Record.label``) is the strategy name, followed by its hyper-parameters that
+    differ from the defaults (``fda(k=16)``), so runs of different settings are not merged.
     """
-    cfg = rec.get("config")
-    if not isinstance(cfg, dict):
-        raise ValueError("config missing or not a mapping")
-    names = []
-    for field in ("benchmark", "strategy"):
-        v = cfg.get(field)
-        v = v.get("name") if isinstance(v, dict) else v
-        if not isinstance(v, str) or not v:
-            raise ValueError(f"config.{field}.name missing or not a string")
-        names.append(v)
-    label = strategy_label(rec) if isinstance(cfg["strategy"], dict) else names[1]
-    backbone = cfg.get("backbone")
-    if isinstance(backbone, dict) and backbone.get("weights") == "random":
-        label += " [random init]"
-    return names[0], label
-
-
-def strategy_label(rec: dict) -> str:
-    """``name`` or ``name(key=value, ...)`` for the hyper-parameters the record marks as not at
-    their default (``results.hyperparameters``), with `` [rev N]`` for a run of an older
-    revision of the strategy (``results.STRATEGY_REVISIONS``)."""
-    hp = hyperparameters(rec)
-    if not hp["non_default"]:
-        return hp["strategy"] + revision_suffix(hp)
-    return (f"{hp['strategy']}("
-            + ", ".join(f"{k}={hp['values'].get(k)}" for k in sorted(hp["non_default"])) + ")"
-            + revision_suffix(hp))
+    rec = as_record(rec)
+    if rec.label is None:
+        raise ValueError(rec.issues.get("label", "config names missing"))
+    return rec.benchmark, rec.label
 
 
 def describe(rec: Any) -> str:
     """A short name of a record for problem lines: its file path or id."""
+    if isinstance(rec, Record):
+        return str(rec.path or rec.id or "<record without id>")
     if isinstance(rec, dict):
         return str(rec.get("_path") or rec.get("id") or "<record without id>")
     return f"<{type(rec).__name__}>"
@@ -66,30 +50,53 @@ def report(problems: Optional[list], line: str) -> None:
         problems.append(line)
 
 
-def _seed_key(rec: dict) -> tuple:
-    seed = rec["config"].get("seed")
-    return (not is_number(seed), seed if is_number(seed) else 0, str(seed))
-
-
-def group_records(records: list, problems: Optional[list] = None
-                  ) -> dict[str, dict[str, list[dict]]]:
-    """``{benchmark: {strategy: [records sorted by seed]}}`` of the complete records.
+def group_records(records: Iterable[Any], problems: Optional[list] = None
+                  ) -> dict[str, dict[str, list[Record]]]:
+    """``{benchmark: {strategy label: [records sorted by seed]}}`` of the complete records.
 
     Records that are not complete or lack benchmark/strategy names are reported and skipped.
     """
-    out: dict[str, dict[str, list[dict]]] = {}
-    for rec in records:
+    out: dict[str, dict[str, list[Record]]] = {}
+    for item in records:
         try:
-            if not isinstance(rec, dict):
-                raise ValueError("not a mapping")
-            if rec.get("status") != "complete":
-                raise ValueError(f"status is {rec.get('status')!r}, not 'complete'")
+            rec = as_record(item)
+            if rec.status != "complete":
+                raise ValueError(f"status is {rec.status!r}, not 'complete'")
             bench, strat = record_key(rec)
         except ValueError as e:
-            report(problems, f"record {describe(rec)}: {e}; skipped")
+            report(problems, f"record {describe(item)}: {e}; skipped")
             continue
         out.setdefault(bench, {}).setdefault(strat, []).append(rec)
     for strats in out.values():
         for recs in strats.values():
-            recs.sort(key=_seed_key)
+            recs.sort(key=lambda r: (r.seed is None, r.seed or 0))
     return out
+
+
+def last_distance(rec: Record, key: str, *, among_having: bool = False) -> Optional[float]:
+    """Mean of the distance ``key`` over the datasets of the record's last experience; None
+    where it has no value (records written before ``knn_overlap`` existed).
+
+    With ``among_having``, the last experience is the last one that has any value of ``key``.
+    """
+    entries = [d for d in rec.distances if d.experience is not None
+               and (not among_having or getattr(d, key) is not None)]
+    last = max((d.experience for d in entries), default=None)
+    vals = [getattr(d, key) for d in entries if d.experience == last]
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def run_flags(rec: Record) -> list[str]:
+    """Plain flags of one record: ``failed``, ``collapsed (exp 2, 3)``, ``random-init``."""
+    flags = ["failed"] if rec.status == "failed" else []
+    if rec.collapsed:
+        flags.append("collapsed (exp " + ", ".join(str(c) for c in rec.collapsed) + ")")
+    if rec.random_init:
+        flags.append("random-init")
+    return flags
+
+
+def run_label(rec: Record) -> str:
+    """``benchmark / strategy / seed N`` of a record."""
+    return f"{rec.benchmark or '?'} / {rec.strategy or '?'} / seed {rec.seed}"

@@ -22,49 +22,41 @@ from typing import Callable, Optional
 
 from ..core.version import __version__
 from ..core.errors import ConfigError
-from ..core.record import read_results
-from .records import describe, is_number, record_key
-from .report_html import badge, esc, page, section, table
-from .report_sections import (correlation_section, dig, figures_section, knn_overlap,
-                              leaderboard_section, name_of, num_cell, paired_section, run_flags,
-                              run_label)
+from ..core.typed_record import Record, read_results
+from .records import describe, last_distance, run_flags, run_label
+from .report_html import badge, page, section
+from .report_sections import (correlation_section, figures_section, leaderboard_section,
+                              paired_section)
+from .tables import DASH, esc, html_table, number
 
-__all__ = ["build_report", "write_report", "run_flags", "knn_overlap"]
+__all__ = ["build_report", "write_report"]
 
 
-def _shape_problem(rec: dict) -> Optional[str]:
-    """What makes a complete record unusable for the tables and figures, or None."""
-    if not isinstance(rec.get("config"), dict):
-        return "config missing or not a mapping"
-    for part in ("benchmark", "strategy"):
-        if name_of(rec, part) == "?":
-            return f"config.{part}.name missing"
-    mats = rec.get("matrices")
-    if not isinstance(mats, dict) or not all(isinstance(mats.get(m), list) for m in ("R", "P")):
-        return "matrices.R or matrices.P missing or not a list"
-    if not isinstance(dig(rec, "metrics", "final"), dict):
-        return "metrics.final missing or not a mapping"
-    if "distances" in rec and not isinstance(rec["distances"], list):
-        return "distances is not a list"
+def _shape_problem(rec: Record) -> Optional[str]:
+    """What makes a complete record unusable for the tables and figures, or None: a missing
+    config name, R or P, or ``metrics.final``, or distances that are not a list."""
+    if "label" in rec.issues or "matrices" in rec.issues:
+        return rec.issues.get("label") or rec.issues["matrices"]
+    if rec.final is None:
+        return rec.issues["final"]
+    if rec.issues.get("distances") == "distances is not a list":
+        return rec.issues["distances"]
     return None
 
 
-def _attention(problems: list, failed: list, complete: list) -> str:
+def _attention(problems: list, failed: list[Record], complete: list[Record]) -> str:
     items = [f"<li><b>problem</b>: {esc(p)}</li>" for p in problems]
-    items += [f"<li>{badge('failed')} {esc(run_label(r))}: "
-              f"{esc(str(r.get('error') or 'no error line'))}"
+    items += [f"<li>{badge('failed')} {esc(run_label(r))}: {esc(r.error or 'no error line')}"
               "</li>" for r in failed]
     for r in complete:
-        c = r.get("collapsed")
-        if isinstance(c, list) and c:
+        if r.collapsed:
             items.append(f"<li>{badge('collapsed')} {esc(run_label(r))}: task accuracy at chance "
-                         f"after experience(s) {esc(', '.join(str(x) for x in c))}; its "
-                         "forgetting numbers measure a broken head, not the encoder</li>")
-        w = r.get("warnings")
-        if isinstance(w, list) and w:
+                         f"after experience(s) {esc(', '.join(str(x) for x in r.collapsed))}; "
+                         "its forgetting numbers measure a broken head, not the encoder</li>")
+        if r.warnings:
             items.append(f"<li>{badge('warning')} {esc(run_label(r))}: "
-                         f"{esc('; '.join(str(x) for x in w))}</li>")
-    rnd = [r for r in complete if "random-init" in run_flags(r)]
+                         f"{esc('; '.join(r.warnings))}</li>")
+    rnd = [r for r in complete if r.random_init]
     if rnd:
         items.append(f"<li>{badge('random-init')} {len(rnd)} run(s) start from a randomly "
                      "initialised backbone (config.backbone.weights = random): a control, "
@@ -75,9 +67,14 @@ def _attention(problems: list, failed: list, complete: list) -> str:
     return section("attention", "Attention", f'<ul class="attention">{"".join(items)}</ul>')
 
 
-def _runs(records: list, partial: dict) -> str:
-    def knn(rec: dict) -> Optional[float]:
-        return knn_overlap(rec) if isinstance(rec.get("distances"), list) else None
+def _num_cell(v: Optional[float]) -> tuple:
+    """A sortable cell of a fraction: (percentage text, raw sort value)."""
+    return number(v, scale=100), v
+
+
+def _runs(records: list[Record], partial: dict) -> str:
+    def knn(rec: Record) -> Optional[float]:
+        return last_distance(rec, "knn_overlap", among_having=True)
 
     has_knn = any(knn(r) is not None for r in records)
     head = [("Status", "text"), ("Benchmark", "text"), ("Strategy", "text"), ("Seed", "num"),
@@ -86,59 +83,41 @@ def _runs(records: list, partial: dict) -> str:
         ("Train (s)", "num"), ("Total (s)", "num"), ("Note", "text")]
     body, details = [], []
     for i, rec in enumerate(records):
-        status = str(rec.get("status"))
-        if id(rec) in partial:
-            status = "partial"
-        final = dig(rec, "metrics", "final") or {}
-        per = dig(rec, "timing", "per_experience")
-        train = sum(e.get("train_s", 0) for e in per if isinstance(e, dict)
-                    and is_number(e.get("train_s"))) if isinstance(per, list) and per else None
-        total = dig(rec, "timing", "total_s")
+        status = "partial" if id(rec) in partial else str(rec.status)
+        final = rec.final
         flags = run_flags(rec)
-        note = rec.get("error") if status == "failed" else partial.get(id(rec), "")
-        backbone = esc(name_of(rec, "backbone")) + (" " + badge("random-init")
-                                                  if "random-init" in flags else "")
-        strat = esc(name_of(rec, "strategy")) + "".join(
-            " " + badge(f) for f in flags if f.startswith("collapsed"))
-        seed = dig(rec, "config", "seed")
-        final = final if isinstance(final, dict) else {}
-        body.append([(badge(status), status, True), name_of(rec, "benchmark"),
-                     (strat, name_of(rec, "strategy"), True),
-                     (str(seed), seed if is_number(seed) else None),
-                     (backbone, name_of(rec, "backbone"), True),
-                     num_cell(final.get("delta_lp")), num_cell(final.get("a_lp"))]
-                    + ([num_cell(knn(rec))] if has_knn else [])
-                    + [(f"{train:.1f}" if train is not None else "—", train),
-                       (f"{total:.1f}" if is_number(total) else "—",
-                        total if is_number(total) else None),
-                       str(note or "")])
+        note = rec.error if status == "failed" else partial.get(id(rec), "")
+        backbone, strategy = rec.backbone or "?", rec.strategy or "?"
+        strat = esc(strategy) + "".join(" " + badge(f) for f in flags if f.startswith("collapsed"))
+        train, total = rec.timing.train_s, rec.timing.total_s
+        body.append([(badge(status), status, True), rec.benchmark or "?", (strat, strategy, True),
+                     (str(rec.seed), rec.seed),
+                     (esc(backbone) + (" " + badge("random-init") if rec.random_init else ""),
+                      backbone, True),
+                     _num_cell(final and final.delta_lp), _num_cell(final and final.a_lp)]
+                    + ([_num_cell(knn(rec))] if has_knn else [])
+                    + [(number(train, 1), train), (number(total, 1), total), str(note or "")])
         details.append(_run_detail(i, rec, status))
-    return section("runs", "Runs", table(head, body, cls="sortable runs")
+    return section("runs", "Runs", html_table(head, body, cls="sortable runs")
                    + '<h3>Config, versions and timings per run</h3>' + "".join(details))
 
 
-def _run_detail(i: int, rec: dict, status: str) -> str:
-    parts = [f"<p>record: <code>{esc(describe(rec))}</code>; id <code>{esc(str(rec.get('id')))}"
-             f"</code>; written {esc(str(rec.get('created', '—')))}</p>"]
+def _run_detail(i: int, rec: Record, status: str) -> str:
+    parts = [f"<p>record: <code>{esc(describe(rec))}</code>; id <code>{esc(rec.id)}"
+             f"</code>; written {esc(rec.created or DASH)}</p>"]
     if status == "failed":
-        parts.append(f'<p class="error">error: {esc(str(rec.get("error") or "—"))}</p>')
-    versions = rec.get("versions")
-    if isinstance(versions, dict):
-        parts.append("<p>versions: " + esc(", ".join(f"{k} {v}" for k, v in versions.items()))
-                     + "</p>")
-    per = dig(rec, "timing", "per_experience")
-    if isinstance(per, list) and per:
-        rows = []
-        for t, e in enumerate(per, 1):
-            e = e if isinstance(e, dict) else {}
-            med = e.get("step_median_s")
-            rows.append([str(t)] + [f"{e[k]:.2f}" if is_number(e.get(k)) else "—"
-                                    for k in ("train_s", "eval_s")]
-                        + [f"{1000 * med:.1f}" if is_number(med) else "—",
-                           str(e.get("steps", "—"))])
-        parts.append(table([("Experience", "num"), ("Train (s)", "num"), ("Eval (s)", "num"),
-                            ("Median step (ms)", "num"), ("Steps", "num")], rows, cls="small"))
-    cfg = rec.get("config")
+        parts.append(f'<p class="error">error: {esc(rec.error or DASH)}</p>')
+    if rec.versions is not None:
+        parts.append("<p>versions: "
+                     + esc(", ".join(f"{k} {v}" for k, v in rec.versions.items())) + "</p>")
+    if rec.timing.per_experience:
+        rows = [[str(t), number(e.train_s), number(e.eval_s),
+                 number(e.step_median_s, 1, scale=1000), DASH if e.steps is None else str(e.steps)]
+                for t, e in enumerate(rec.timing.per_experience, 1)]
+        parts.append(html_table([("Experience", "num"), ("Train (s)", "num"), ("Eval (s)", "num"),
+                                 ("Median step (ms)", "num"), ("Steps", "num")], rows,
+                                cls="small"))
+    cfg = rec.raw.get("config")
     parts.append("<pre>" + esc(json.dumps(cfg, indent=1, sort_keys=True, default=str)) + "</pre>")
     return (f'<details id="run-{i}"><summary>{badge(status)} {esc(run_label(rec))}</summary>'
             + "".join(parts) + "</details>")
@@ -178,19 +157,19 @@ def build_report(results_dir: str | os.PathLike, *, baseline: str = "naive",
         ConfigError: ``strict`` and no complete run has strategy ``baseline``.
     """
     everything, problems = read_results(results_dir, include_failed=True)
-    failed = [r for r in everything if r.get("status") == "failed"]
+    failed = [r for r in everything if r.status == "failed"]
     complete, partial = [], {}
     for rec in everything:
-        if rec.get("status") == "failed":
+        if rec.status == "failed":
             continue
-        why = (f"status is {rec.get('status')!r}" if rec.get("status") != "complete"
+        why = (f"status is {rec.status!r}" if rec.status != "complete"
                else _shape_problem(rec))
         if why:
             partial[id(rec)] = why
             problems.append(f"record {describe(rec)}: {why}; left out of the tables and figures")
         else:
             complete.append(rec)
-    labels = sorted({record_key(r)[1] for r in complete})
+    labels = sorted({r.label for r in complete})
     if strict and baseline not in labels:
         raise ConfigError(f"--baseline: {baseline!r} is not a strategy of a complete run in "
                           f"{results_dir}; choose one of: {', '.join(labels) or 'none'}")

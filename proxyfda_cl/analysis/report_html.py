@@ -1,16 +1,13 @@
-"""HTML pieces of the report (:mod:`proxyfda_cl.analysis.report`): page, sections, sortable
-tables, badges. Inline CSS and script only; nothing is fetched when the page opens."""
+"""HTML pieces of the report (:mod:`proxyfda_cl.analysis.report`): page, sections, badges,
+inline CSS and the script that sorts its tables (written by ``tables.html_table``). Nothing is
+fetched when the page opens."""
 from __future__ import annotations
 
-import html as _html
-from typing import Any, Sequence
+from typing import Sequence
 
-__all__ = ["esc", "badge", "section", "table", "page"]
+from .tables import esc
 
-
-def esc(text: Any) -> str:
-    """``text`` escaped for HTML text and attribute values."""
-    return _html.escape(str(text), quote=True)
+__all__ = ["badge", "section", "page"]
 
 
 def badge(flag: str) -> str:
@@ -22,34 +19,6 @@ def badge(flag: str) -> str:
 def section(anchor: str, title: str, body: str) -> str:
     """A titled section with an anchor the contents list links to."""
     return f'<section id="{esc(anchor)}"><h2>{title}</h2>{body}</section>'
-
-
-def _cell(cell: Any, kind: str) -> str:
-    """``str`` (escaped text) | ``(text, sort value)`` | ``(html, sort value, True)``; text
-    columns are aligned left, numbers right."""
-    cls = ' class="t"' if kind == "text" else ""
-    if isinstance(cell, tuple):
-        raw = len(cell) > 2 and cell[2]
-        content = cell[0] if raw else esc(cell[0])
-        value = cell[1]
-        attr = "" if value is None else esc(repr(float(value)) if isinstance(value, (int, float))
-                                             and not isinstance(value, bool) else value)
-        return f'<td{cls} data-v="{attr}">{content}</td>'
-    return f"<td{cls}>{esc(cell)}</td>"
-
-
-_TEXT = ' class="t"'
-
-
-def table(head: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]], *, cls: str = "") -> str:
-    """A table; ``head`` is ``(label, "num" | "text")`` per column, which tells the sorting
-    script how to compare the cells (``data-v`` when present, else the text)."""
-    ths = "".join(f'<th data-type="{t}"{_TEXT if t == "text" else ""} title="click to sort">'
-                  f"{esc(h)}</th>" for h, t in head)
-    trs = "".join("<tr>" + "".join(_cell(c, k) for c, (_, k) in zip(r, head)) + "</tr>"
-                  for r in rows)
-    return (f'<table class="{esc(cls)}"><thead><tr>{ths}</tr></thead>'
-            f"<tbody>{trs}</tbody></table>")
 
 
 CSS = """

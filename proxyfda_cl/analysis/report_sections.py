@@ -1,6 +1,6 @@
 """Sections of the report built across runs: the leaderboard per benchmark, the paired
-comparison, the embedded figures and the correlation table; and the record helpers the report
-shares (names, flags, kNN overlap, cells). See :mod:`proxyfda_cl.analysis.report`."""
+comparison, the embedded figures and the correlation table. See
+:mod:`proxyfda_cl.analysis.report`."""
 from __future__ import annotations
 
 import base64
@@ -8,85 +8,25 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
 
+from ..core.typed_record import Record
 from . import plots
-from .correlation import correlation_table
-from .leaderboard import COLUMNS, LABELS, _cell, leaderboard
+from .correlation import correlation_cells, correlation_table
+from .leaderboard import COLUMNS, LABELS, leaderboard, metric_cell
 from .paired import paired_comparison
-from .records import is_number, record_key
-from .report_html import badge, esc, section, table
-
-def dig(obj: Any, *keys: str) -> Any:
-    """``obj[k1][k2]...`` or None where a level is missing or not a mapping."""
-    for k in keys:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(k)
-    return obj
+from .records import run_flags
+from .report_html import badge, section
+from .tables import DASH, esc, finite, html_table, interval, number
 
 
-def name_of(rec: dict, field: str) -> str:
-    """``config.<field>.name`` (or ``config.<field>`` as a string) of a record; ``?`` if absent."""
-    v = dig(rec, "config", field)
-    v = v.get("name") if isinstance(v, dict) else v
-    return str(v) if v is not None else "?"
-
-
-def knn_overlap(rec: dict) -> Optional[float]:
-    """Mean ``knn_overlap`` over the datasets at the last experience that has any; None
-    when the record has none."""
-    entries = [d for d in rec.get("distances") or [] if isinstance(d, dict)
-               and is_number(d.get("knn_overlap")) and is_number(d.get("experience"))]
-    if not entries:
-        return None
-    last = max(d["experience"] for d in entries)
-    vals = [d["knn_overlap"] for d in entries if d["experience"] == last]
-    return float(sum(vals) / len(vals))
-
-
-def run_flags(rec: dict) -> list[str]:
-    """Plain flags of one record: ``failed``, ``collapsed (exp 2, 3)``, ``random-init``."""
-    flags = []
-    if rec.get("status") == "failed":
-        flags.append("failed")
-    collapsed = rec.get("collapsed")
-    if isinstance(collapsed, list) and collapsed:
-        flags.append("collapsed (exp " + ", ".join(str(c) for c in collapsed) + ")")
-    if dig(rec, "config", "backbone", "weights") == "random":
-        flags.append("random-init")
-    return flags
-
-
-def run_label(rec: dict) -> str:
-    """``benchmark / strategy / seed N`` of a record."""
-    seed = dig(rec, "config", "seed")
-    return f"{name_of(rec, 'benchmark')} / {name_of(rec, 'strategy')} / seed {seed}"
-
-
-def pct(v: Any, signed: bool = False) -> str:
-    """A fraction as percentage points with 2 decimals; ``—`` when not a number."""
-    if not is_number(v):
-        return "—"
-    return f"{100 * v:+.2f}" if signed else f"{100 * v:.2f}"
-
-
-def num_cell(v: Any, text: Optional[str] = None) -> tuple:
-    """A sortable cell: (shown text, raw sort value)."""
-    return (text if text is not None else pct(v), v if is_number(v) else None)
-
-
-def leaderboard_section(records: list, problems: list) -> str:
+def leaderboard_section(records: list[Record], problems: list) -> str:
     """One sortable table per benchmark: ``leaderboard`` rows, seeds and flags."""
     rows = leaderboard(records, problems)
     if not rows:
         return section("leaderboard", "Leaderboard", "<p>No complete run to rank.</p>")
     by_key: dict = {}
     for rec in records:
-        try:
-            by_key.setdefault(record_key(rec), []).append(rec)
-        except ValueError:
-            continue
+        by_key.setdefault((rec.benchmark, rec.label), []).append(rec)
     head = [("Rank", "num"), ("Strategy", "text"), ("Seeds", "text")] + [
         (LABELS[m], "num") for m in COLUMNS]
     parts = []
@@ -97,21 +37,22 @@ def leaderboard_section(records: list, problems: list) -> str:
             flags = sorted({f.split(" (")[0] for rec in recs for f in run_flags(rec)})
             name = esc(r["strategy"]) if r["rank"] != 1 else f"<b>{esc(r['strategy'])}</b>"
             name += "".join(" " + badge(f) for f in flags)
-            cells = [(str(r["rank"]) if r["rank"] is not None else "—", r["rank"]),
+            cells = [(str(r["rank"]) if r["rank"] is not None else DASH, r["rank"]),
                      (name, r["strategy"], True), ", ".join(str(s) for s in r["seeds"])]
-            cells += [(_cell(r, m), r[f"{m}_mean"]) for m in COLUMNS]
+            cells += [(metric_cell(r, m), r[f"{m}_mean"]) for m in COLUMNS]
             body.append(cells)
-        parts.append(f"<h3>{esc(bench)}</h3>" + table(head, body, cls="sortable leaderboard"))
+        parts.append(f"<h3>{esc(bench)}</h3>"
+                     + html_table(head, body, cls="sortable leaderboard"))
     note = ('<p class="note">Mean ± sample std over seeds, in percentage points (train time in '
             "seconds); rank by mean Δ_LP within the benchmark; click a column header to sort."
             " L2, OTDD and kNN overlap: mean over the datasets after the last experience.</p>")
     return section("leaderboard", "Leaderboard", "".join(parts) + note)
 
 
-def paired_section(records: list, baseline: str, problems: list) -> str:
+def paired_section(records: list[Record], baseline: str, problems: list) -> str:
     """``paired_comparison`` of Δ_LP and A_LP against ``baseline``, per benchmark (and pooled
     when there are several); says why when there are no pairs."""
-    strategies = sorted({record_key(r)[1] for r in records})
+    strategies = sorted({r.label for r in records})
     rows = {}
     for metric in ("delta_lp", "a_lp"):
         for by in (True, False):
@@ -136,12 +77,12 @@ def paired_section(records: list, baseline: str, problems: list) -> str:
                  (str(d["n"] if d else a["n"]), d["n"] if d else a["n"])]
         for r in (d, a):
             if r is None:
-                cells += [("—", None), ("—", None)]
+                cells += [(DASH, None), (DASH, None)]
                 continue
-            ci = ("—" if math.isnan(r["ci_low"])
-                  else f"[{pct(r['ci_low'], True)}, {pct(r['ci_high'], True)}]")
+            ci = interval((r["ci_low"], r["ci_high"]), scale=100)
             sure = not math.isnan(r["ci_low"]) and (r["ci_low"] > 0 or r["ci_high"] < 0)
-            cells += [(pct(r["mean"], True), r["mean"]), (ci + (" *" if sure else ""), r["ci_low"])]
+            cells += [(number(r["mean"], scale=100, sign=True), r["mean"]),
+                      (ci + (" *" if sure else ""), r["ci_low"])]
         body.append(cells)
     head = [("Benchmark", "text"), ("Strategy", "text"), ("Pairs", "num"),
             (f"Δ_LP − {baseline} (pts)", "num"), ("95% CI", "num"),
@@ -150,7 +91,7 @@ def paired_section(records: list, baseline: str, problems: list) -> str:
             f"the difference is strategy minus <b>{esc(baseline)}</b>, averaged over pairs, with "
             "a bootstrap interval over the pairs (* = the interval excludes 0).</p>")
     return section("paired", f"Paired comparison against {esc(baseline)}",
-                   table(head, body, cls="sortable") + note)
+                   html_table(head, body, cls="sortable") + note)
 
 
 def _png(path: str) -> str:
@@ -158,7 +99,7 @@ def _png(path: str) -> str:
     return f"data:image/png;base64,{data}"
 
 
-def figures_section(records: list, problems: list) -> str:
+def figures_section(records: list[Record], problems: list) -> str:
     """The figures of :mod:`plots`, drawn into a temporary folder and embedded as PNG data
     URIs; a figure that fails is a problem line, not a lost page."""
     local: list = []
@@ -183,7 +124,7 @@ def figures_section(records: list, problems: list) -> str:
     return section("figures", "Figures", "".join(parts) or "<p>No figure: no complete run.</p>")
 
 
-def correlation_section(records: list, problems: list, n_boot: int) -> str:
+def correlation_section(records: list[Record], problems: list, n_boot: int) -> str:
     """``correlation_table`` over all points and over held-out datasets only."""
     body = []
     for held_out in (False, True):
@@ -194,20 +135,15 @@ def correlation_section(records: list, problems: list, n_boot: int) -> str:
             return section("correlation", "Correlation", "<p>Not computed; see Problems.</p>")
         for dist in ("otdd", "l2"):
             c = tab[dist]
-
-            def ci(v):
-                return "—" if any(x != x for x in v) else f"[{v[0]:+.3f}, {v[1]:+.3f}]"
-
-            def num(v):
-                return ("—" if v != v else f"{v:+.3f}", None if v != v else v)
-
+            r, r_ci, rho, rho_ci = correlation_cells(c)
             body.append([dist.upper(), "held-out datasets" if held_out else "all datasets",
-                         (str(c["n"]), c["n"]), num(c["pearson"]), ci(c["pearson_ci"]),
-                         num(c["spearman"]), ci(c["spearman_ci"])])
+                         (str(c["n"]), c["n"]), (r, finite(c["pearson"])), r_ci,
+                         (rho, finite(c["spearman"])), rho_ci])
     head = [("Distance", "text"), ("Points", "text"), ("n", "num"), ("Pearson r", "num"),
             ("95% CI", "text"), ("Spearman ρ", "num"), ("95% CI ", "text")]
     note = ('<p class="note">Forgetting P[0][d] − P[t][d] against the feature distance of '
             "dataset d after experience t, over every (run, experience, dataset) point; "
             "held-out: only datasets not yet trained on. Bootstrap intervals over the points."
             "</p>")
-    return section("correlation", "Correlation", table(head, body, cls="sortable") + note)
+    return section("correlation", "Correlation", html_table(head, body, cls="sortable") + note)
+

@@ -5,9 +5,9 @@ Schema (all accuracies and differences are fractions in [0, 1]; ``null`` where u
     id           stable hash of the complete config (``RunConfig.id``)
     status       "complete" | "failed"; failed records carry ``error`` (one line)
     config       the complete config (``config.to_dict``); strategy params beside its name
-    hyperparameters  {strategy, values, non_default}: the strategy's complete resolved
-                 hyper-parameters and the names of those that differ from its defaults
-                 (``hyperparameters`` reads it, or derives it for older records)
+    hyperparameters  {strategy, values, non_default, revision}: the strategy's complete
+                 resolved hyper-parameters, the names of those that differ from its defaults
+                 and its revision (``hyperparameters`` reads it, or derives it for older records)
     versions     {"proxyfda_cl", "torch", "avalanche", "python", "device"}
     stream       dataset names of the experiences, in order (T of them)
     probes       held-out dataset names, never trained on
@@ -17,9 +17,14 @@ Schema (all accuracies and differences are fractions in [0, 1]; ``null`` where u
                  P_columns = stream + probes
     metrics      final: {a_lp, delta_lp, fwt, bwt, forgetting};
                  per_experience: list of T dicts with the same keys
-    distances    list of {experience (1..T), dataset, l2, otdd, n, otdd_method}
-    timing       {per_experience: [{train_s, eval_s, step_median_s}], total_s}
+    distances    list of {experience (1..T), dataset, l2, otdd, knn_overlap, n, otdd_method}
+    collapsed, grad_ratio, warnings, memory   see docs/DESIGN.md, "The run record"
+    timing       {per_experience: [{train_s, eval_s, step_median_s, steps}], total_s}
     created      ISO time the record was written
+
+``read_record`` returns a record as written (the runner's view); ``core.typed_record`` parses
+each record once into a ``Record``, the typed view analysis reads (``read_results``), and
+``core.revisions`` says what a record's hyper-parameters are, whatever version wrote it.
 """
 from __future__ import annotations
 
@@ -33,92 +38,12 @@ from .errors import DataError
 
 REQUIRED_COMPLETE = ("id", "status", "config", "matrices", "metrics")
 
-#: The strategies' default hyper-parameters when records did not yet carry
-#: ``hyperparameters`` (proxyfda-cl 0.1.0, plus the memory options at 0): what an older
-#: record's values are compared with.
-LEGACY_DEFAULTS = {
-    "naive": {},
-    "ewc": {"ewc_lambda": 100.0, "mode": "separate"},
-    "lwf": {"alpha": 1.0, "temperature": 2.0},
-    "lp_ft": {"lp_epochs": 1},
-    "l2sp": {"alpha": 0.5, "teacher": "previous"},
-    "ldifs": {"alpha": 10.0, "teacher": "previous"},
-    "fda": {"lam": 3.0, "k": 8, "tau": 0.02, "bias": 0.0, "neg_weight": "constant",
-            "boundary": "teacher", "learnable_temperature": False, "temp_lr": 0.001,
-            "teacher": "previous", "teacher_cache_mb": 256.0, "memory_size": 0,
-            "memory_warmup": 0},
-    "proxy_fda": {"lam": 3.0, "k": 8, "tau": 0.02, "bias": 0.0, "n_pos": 4, "n_neg": 4,
-                  "alpha": 1.0, "gen_lr": 0.001, "gamma_scale": 1.0, "neg_weight": "constant",
-                  "boundary": "teacher", "learnable_temperature": False, "temp_lr": 0.001,
-                  "teacher": "previous", "teacher_cache_mb": 256.0, "memory_size": 0,
-                  "memory_warmup": 0},
-}
-
-
-#: Strategies whose computation at a given setting changed: the revision joins the run id (so
-#: a sweep does not take an older run for a new one) and the record's hyper-parameters, and
-#: the leaderboard labels older runs apart. Proxy-FDA 2: each proxy's own boundary (0.2.0).
-STRATEGY_REVISIONS = {"proxy_fda": 2}
-
-
-def revision_suffix(hp: dict) -> str:
-    """`` [rev N]`` for a record of an older revision of its strategy, else ``""``."""
-    current = STRATEGY_REVISIONS.get(hp["strategy"], 1)
-    rev = hp.get("revision", 1)
-    return "" if rev == current else f" [rev {rev}]"
-
 
 def record_name(cfg_dict: dict, run_id: str) -> str:
     """File name of a run's record: benchmark, strategy, seed and id."""
     bench = str(cfg_dict["benchmark"]["name"]).replace("/", "_").replace(":", "_")
     strat = cfg_dict["strategy"]["name"]
     return f"{bench}__{strat}__seed{cfg_dict['seed']}__{run_id}.json"
-
-
-#: Defaults that changed after records carried their hyper-parameters, with today's value: a
-#: record's value of such a key counts as non-default when it differs from today's, so runs of
-#: the old default are labelled apart (``fda(tau=0.02)``) and never merged with runs at the new
-#: one. 0.4.0: FDA's and Proxy-FDA's τ, 0.02 -> 0.05.
-CHANGED_DEFAULTS = {"fda": {"tau": 0.05}, "proxy_fda": {"tau": 0.05}}
-
-
-def hyperparameters(rec: dict) -> dict:
-    """The record's strategy hyper-parameters: ``{"strategy", "values", "non_default"}``.
-
-    A record carries them (``hyperparameters``); for one written before, they come from
-    ``config.strategy`` (complete, after defaults), and a value counts as non-default when it
-    differs from ``LEGACY_DEFAULTS`` or is not listed there. Keys of ``CHANGED_DEFAULTS`` are
-    compared with today's default.
-
-    Raises:
-        ValueError: ``config.strategy`` is missing or has no name.
-    """
-    hp = rec.get("hyperparameters")
-    if (isinstance(hp, dict) and isinstance(hp.get("values"), dict)
-            and isinstance(hp.get("non_default"), list)):
-        return _with_changed_defaults(hp)
-    cfg = rec.get("config")
-    strategy = cfg.get("strategy") if isinstance(cfg, dict) else None
-    strategy = {"name": strategy} if isinstance(strategy, str) else strategy
-    if not isinstance(strategy, dict) or not isinstance(strategy.get("name"), str):
-        raise ValueError("config.strategy.name missing or not a string")
-    name = strategy["name"]
-    values = {k: v for k, v in strategy.items() if k != "name"}
-    defaults = LEGACY_DEFAULTS.get(name, {})
-    return _with_changed_defaults({"strategy": name, "values": values,
-                                   "non_default": sorted(k for k, v in values.items()
-                                                         if k not in defaults or defaults[k] != v)})
-
-
-def _with_changed_defaults(hp: dict) -> dict:
-    changed = CHANGED_DEFAULTS.get(hp["strategy"], {})
-    if not changed:
-        return hp
-    marked = set(hp["non_default"])
-    for key, today in changed.items():
-        if key in hp["values"]:
-            (marked.discard if hp["values"][key] == today else marked.add)(key)
-    return {**hp, "non_default": sorted(marked)}
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
@@ -171,32 +96,6 @@ def records_dir(results_dir: str | os.PathLike) -> Path:
     """Where records live: ``DIR/records`` if present, else ``DIR`` itself."""
     d = Path(results_dir)
     return d / "records" if (d / "records").is_dir() else d
-
-
-def read_results(results_dir: str | os.PathLike, *, include_failed: bool = False
-                 ) -> tuple[list[dict], list[str]]:
-    """All records under a results folder.
-
-    Returns:
-        (records, problems): complete records (and failed ones if asked), sorted by file
-        name, and one line per file skipped as corrupt or partial.
-    Raises:
-        DataError: the folder does not exist.
-    """
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise DataError(f"results folder {results_dir}: does not exist; pass the folder a run or sweep wrote")
-    records, problems = [], []
-    for path in sorted(records_dir(root).glob("*.json")):
-        try:
-            rec = read_record(path)
-        except DataError as e:
-            problems.append(str(e))
-            continue
-        if rec["status"] == "complete" or include_failed:
-            rec.setdefault("_path", str(path))
-            records.append(rec)
-    return records, problems
 
 
 def find_record(results_dir: str | os.PathLike, run_id: str) -> Optional[Path]:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from ..core.coercion import coerce
 from ..core.errors import ConfigError
 from ..core.registry import Registry
-from ..core.record import STRATEGY_REVISIONS
+from ..core.revisions import STRATEGY_REVISIONS
 
 STRATEGIES: Registry[Callable[..., "StrategyRecipe"]] = Registry("strategy", "strategy.name")
 
@@ -122,7 +122,7 @@ def hyperparameters(name: str, params: dict) -> dict:
     """What a run record keeps of strategy ``name``'s hyper-parameters, so that analysis reads
     them without the registry: ``{"strategy": name, "values": every hyper-parameter resolved,
     "non_default": sorted names of those that differ from the defaults, "revision": the
-    strategy's revision (``core.record.STRATEGY_REVISIONS``)}``."""
+    strategy's revision (``core.revisions.STRATEGY_REVISIONS``)}``."""
     defaults = strategy_defaults(name)
     values = resolve_params(name, params)
     return {"strategy": name, "values": values,
