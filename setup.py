@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="proxyfda-cl",
-    version="0.4.0",
+    version="0.5.0",
     description="Continual-learning benchmark suite for concept forgetting: Proxy-FDA and baselines on Avalanche",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
