@@ -41,6 +41,7 @@ def _plain_only(obj, where: str = "checkpoint") -> None:
             f"{where}: {type(obj).__name__}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["naive", "proxy_fda"])
 def test_a_checkpoint_holds_state_dicts_and_plain_data(strategy, tiny_weights, tmp_path_factory):
     _, ckpt = _reference(strategy, tiny_weights, tmp_path_factory)  # read with weights_only
@@ -81,6 +82,7 @@ def _reshape_generator(c):
     ("naive", lambda c: c.pop("rng"), "KeyError: 'rng'"),
     pytest.param("proxy_fda", _reshape_generator, "size mismatch", marks=pytest.mark.slow),
 ])
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_fit_is_discarded_with_one_line(
         strategy, damage, why, tmp_path, tiny_weights, tmp_path_factory, monkeypatch):
     ref_rec, _ = _reference(strategy, tiny_weights, tmp_path_factory)
@@ -99,6 +101,7 @@ def test_a_checkpoint_that_does_not_fit_is_discarded_with_one_line(
     assert log == [0, 1] and _results(rec) == _results(ref_rec)
 
 
+@pytest.mark.slow
 def test_an_old_pickled_checkpoint_is_discarded_with_one_line(tmp_path, tiny_weights,
                                                                tmp_path_factory, monkeypatch):
     ref_rec, _ = _reference("naive", tiny_weights, tmp_path_factory)
@@ -113,6 +116,7 @@ def test_an_old_pickled_checkpoint_is_discarded_with_one_line(tmp_path, tiny_wei
     assert log == [0, 1] and _results(rec) == _results(ref_rec)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_version_that_fits_is_resumed(tmp_path, tiny_weights,
                                                               tmp_path_factory, monkeypatch):
     ref_rec, _ = _reference("naive", tiny_weights, tmp_path_factory)

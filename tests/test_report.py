@@ -115,6 +115,7 @@ def test_self_contained(report):
     assert not re.search(r"url\(|@import|https?://", text)
 
 
+@pytest.mark.slow
 def test_problems_failures_and_flags_are_listed(report):
     folder, text, page = report
     assert "truncated.json: unreadable" in text

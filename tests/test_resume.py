@@ -106,6 +106,7 @@ def _assert_equal(a, b, where: str) -> None:
 
 @pytest.mark.parametrize("strategy", STRATEGIES + [
     pytest.param(name, marks=pytest.mark.slow) for name in MORE])
+@pytest.mark.slow
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_run(
         strategy, tmp_path, tiny_weights, tmp_path_factory, monkeypatch):
     ref_rec, ref_ckpt = _reference(strategy, tiny_weights, tmp_path_factory)
@@ -145,6 +146,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_run(
     _assert_same_state(final, ref_ckpt, strategy)
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_results(tmp_path, tiny_weights, tmp_path_factory):
     ref_rec, ref_ckpt = _reference("proxy_fda", tiny_weights, tmp_path_factory)
     cfg = _cfg(tmp_path / "again", tiny_weights, "proxy_fda")
@@ -156,6 +158,7 @@ def test_same_config_and_seed_give_identical_results(tmp_path, tiny_weights, tmp
     assert other["matrices"]["P"] != ref_rec["matrices"]["P"]  # the seed matters
 
 
+@pytest.mark.slow
 def test_unreadable_checkpoint_means_starting_over(tmp_path, tiny_weights, tmp_path_factory,
                                                    monkeypatch):
     ref_rec, _ = _reference("naive", tiny_weights, tmp_path_factory)
@@ -169,6 +172,7 @@ def test_unreadable_checkpoint_means_starting_over(tmp_path, tiny_weights, tmp_p
     assert not checkpoint_dir(cfg).exists()  # deleted once the record is complete
 
 
+@pytest.mark.slow
 def test_overwrite_ignores_a_kept_checkpoint(tmp_path, tiny_weights, tmp_path_factory,
                                              monkeypatch):
     ref_rec, _ = _reference("naive", tiny_weights, tmp_path_factory)
@@ -182,6 +186,7 @@ def test_overwrite_ignores_a_kept_checkpoint(tmp_path, tiny_weights, tmp_path_fa
     assert _results(rec) == _results(ref_rec)
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_device_is_not_resumed(tmp_path, tiny_weights, tmp_path_factory,
                                                        monkeypatch):
     ref_rec, _ = _reference("naive", tiny_weights, tmp_path_factory)
