@@ -9,8 +9,6 @@ on one attribute (the demo's optimiser settings), and the change.
 from __future__ import annotations
 
 import argparse
-import warnings
-
 import torch
 import torch.nn.functional as F
 
@@ -34,7 +32,9 @@ def probe_all(encoder, data, transform) -> dict:
 
 
 def main() -> None:
-    warnings.filterwarnings("ignore")
+    from proxyfda_cl.core.errors import quiet_third_party
+
+    quiet_third_party()
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="")
     ap.add_argument("--finetune", default="shape")

@@ -18,8 +18,6 @@ import argparse
 import json
 import os
 import sys
-import warnings
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
@@ -77,7 +75,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int)
     p.add_argument("--json", help="also write the results here")
     a = p.parse_args(argv)
-    warnings.filterwarnings("ignore")
+    from proxyfda_cl.core.errors import quiet_third_party
+
+    quiet_third_party()
     if a.threads:
         torch.set_num_threads(a.threads)
     from proxyfda_cl.config import BackboneConfig

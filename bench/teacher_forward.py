@@ -19,8 +19,6 @@ import os
 import statistics
 import sys
 import time
-import warnings
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
@@ -37,7 +35,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
-    warnings.filterwarnings("ignore")
+    from proxyfda_cl.core.errors import quiet_third_party
+
+    quiet_third_party()
     if a.threads:
         torch.set_num_threads(a.threads)
     from proxyfda_cl.config import BackboneConfig

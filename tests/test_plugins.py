@@ -10,7 +10,7 @@ from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
-from proxyfda_cl.core.errors import ConfigError
+from proxyfda_cl.core.errors import ConfigError, ResultWarning
 from proxyfda_cl.models.base import Encoder, EncoderWithHeads
 from proxyfda_cl.strategies import (FDAPlugin, L2SPPlugin, LDIFSPlugin, LPFTPlugin, ProxyFDAPlugin,
                                     build_strategy)
@@ -228,7 +228,7 @@ def test_works_with_avalanche_feature_extractor_model():
 
 @pytest.mark.parametrize("extra,message", [(2, "skipped minibatches of 2"),
                                            (4, "k=3 lowered to 2 for minibatches of 4")])
-def test_small_minibatches_lower_k_or_are_skipped_with_one_warning(extra, message):
+def test_small_minibatches_lower_k_or_are_skipped_with_a_warning_each(extra, message):
     plugin = FDAPlugin(k=3)
     steps = []
 
@@ -238,7 +238,9 @@ def test_small_minibatches_lower_k_or_are_skipped_with_one_warning(extra, messag
 
     with pytest.warns(UserWarning, match=message) as record:
         make_strategy([plugin, Log()], epochs=2).train(toy_stream(n_exp=1, extra=extra).train_stream)
-    assert len([w for w in record if "FDAPlugin" in str(w.message)]) == 1
+    # one ResultWarning per small minibatch (one each epoch), for the record to count
+    assert len([w for w in record if "FDAPlugin" in str(w.message)]) == 2
+    assert all(issubclass(w.category, ResultWarning) for w in record if "FDAPlugin" in str(w.message))
     assert sorted(b for b, _ in steps) == [extra] * 2 + [12] * 4
     for (_, before), (b, loss) in zip(steps, steps[1:]):
         assert (loss is before) == (b == 2)  # a term is added unless the batch is skipped

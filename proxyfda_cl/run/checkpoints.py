@@ -11,6 +11,7 @@ as rebuilt from its config; one that does not fit is discarded with one line.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
@@ -23,6 +24,11 @@ from ..core.runtime import rng_state, set_rng_state
 from ..core.version import __version__
 
 FILE = "last.pt"
+
+
+def checkpoint_dir(cfg) -> Path:
+    """Per-run checkpoint folder: ``OUT/checkpoints/<id>``."""
+    return Path(os.path.expanduser(cfg.out)) / "checkpoints" / cfg.id
 
 
 class Resumed(NamedTuple):

@@ -22,7 +22,8 @@ from ..models import BACKBONES, packaged
 from ..models.hub import hub_reachable
 from ..core.record import is_complete, read_record, record_name, write_json_atomic
 from ..core.runtime import resolve_device
-from .session import Session, checkpoint_dir
+from .checkpoints import checkpoint_dir
+from .session import Session
 from ..strategies import build_strategy
 
 log = logging.getLogger("proxyfda_cl")

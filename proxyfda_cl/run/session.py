@@ -5,11 +5,9 @@
 from __future__ import annotations
 
 import functools
-import os
 import re
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -20,7 +18,7 @@ from ..metrics.continual import compute_metrics
 from ..benchmarks.streams import build_stream
 from ..config import RunConfig, to_dict
 from ..core.errors import recorded_warnings
-from .checkpoints import resume, restore_strategy, save_checkpoint
+from .checkpoints import checkpoint_dir, resume, restore_strategy, save_checkpoint
 from .evaluation import Evaluator
 from ..training.loggers import RunLoggers
 from ..models import EncoderWithHeads, build_encoder, image_transform
@@ -37,11 +35,6 @@ from ..training import (AutocastPlugin, DivergenceGuardPlugin, FrozenBatchNormPl
 #: marks the run as collapsed (for 10 classes: at most 19%).
 COLLAPSE_MARGIN = 0.1
 _EXP_KEY = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
-
-
-def checkpoint_dir(cfg: RunConfig) -> Path:
-    """Per-run checkpoint folder: ``OUT/checkpoints/<id>``."""
-    return Path(os.path.expanduser(cfg.out)) / "checkpoints" / cfg.id
 
 
 class Session:

@@ -58,16 +58,16 @@ def batch_k(plugin: TeacherPlugin, k: int) -> Optional[int]:
     """The neighbour count for the current minibatch (ours: METHOD.md assumes ``B >= k + 2``).
 
     ``k`` when the batch allows it; ``B - 2`` for a smaller batch (an experience with few
-    classes, a last partial batch); ``None`` (skip the term) below 3 samples. Warns once per
-    experience when it departs from ``k``.
+    classes, a last partial batch); ``None`` (skip the term) below 3 samples. Warns at each
+    minibatch where it departs from ``k`` (a run's record counts them).
     """
     b = plugin.student_features().shape[0]
     if b >= k + 2:
         return k
     if b < 3:
-        plugin.warn_once(f"{type(plugin).__name__}: skipped minibatches of {b} samples (FDA needs 3)")
+        plugin.warn_result(f"{type(plugin).__name__}: skipped minibatches of {b} samples (FDA needs 3)")
         return None
-    plugin.warn_once(f"{type(plugin).__name__}: k={k} lowered to {b - 2} for minibatches of {b} "
+    plugin.warn_result(f"{type(plugin).__name__}: k={k} lowered to {b - 2} for minibatches of {b} "
                      f"samples (k must be < B - 1)")
     return b - 2
 

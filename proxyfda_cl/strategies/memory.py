@@ -49,14 +49,6 @@ class FeatureMemory:
     def __len__(self) -> int:
         return 0 if self.indices is None else int((self.indices >= 0).sum())
 
-    def __getstate__(self) -> dict:
-        """A checkpoint keeps the capacity only; the queue is rebuilt in the next experience."""
-        state = dict(self.__dict__)
-        for key in ("teacher", "student", "labels", "indices", "steps"):
-            state[key] = None
-        state["_next"] = state["step"] = 0
-        return state
-
     @torch.no_grad()
     def enqueue(self, teacher: torch.Tensor, student: torch.Tensor, labels: torch.Tensor,
                 indices: torch.Tensor) -> None:
@@ -124,7 +116,7 @@ class MemoryMixin:
         self._epochs: list = []
 
     def state_dict(self) -> dict:
-        """The plugin's state with ``memory_log`` (the queue is empty between experiences)."""
+        """The plugin's state with ``memory_log`` (the queue is emptied at the start of each experience)."""
         return {**super().state_dict(), "memory_log": list(self.memory_log)}
 
     def load_state_dict(self, state: dict, model=None) -> None:

@@ -2,9 +2,9 @@
 
 ``Teacher`` holds a frozen copy of the encoder: with ``mode="previous"`` it is re-taken at the
 start of every experience (the frozen previous-task model); with ``mode="pretrained"`` it is
-taken once, at the first experience, and kept. Plugins of one strategy that ask for the same
-mode and encoder share one ``Teacher`` (and so one snapshot and one teacher forward per
-minibatch); a ``Teacher`` instance can also be passed to several plugins explicitly.
+taken once, at the first experience, and kept. A plugin built with a mode holds its own
+``Teacher``; plugins handed one ``Teacher`` instance share it (one snapshot and one teacher
+forward per minibatch).
 
 ``TeacherPlugin`` captures the student encoder's inputs and output with a forward hook during
 the strategy's training forward pass (no second student forward) and runs the teacher on the
@@ -68,7 +68,7 @@ def _autocast_state(t: torch.Tensor) -> tuple:
 
 
 class Teacher:
-    """The frozen teacher encoder ``f0`` shared by the plugins of one strategy.
+    """The frozen teacher encoder ``f0`` of one plugin, or of the plugins it is handed to.
 
     Teacher features of one experience can be cached by dataset index (``cache_mb`` > 0 and
     no intermediate layers requested): ``feature_cache``, a ``FeatureCache`` (only for
@@ -185,7 +185,6 @@ class TeacherPlugin(SupervisedPlugin):
         self.teacher_cache_mb = float(teacher_cache_mb)
         self._handles: list = []
         self._capturing = False
-        self._warned: set = set()
         self._batch: dict = {}
         self._clear()
 
@@ -230,14 +229,12 @@ class TeacherPlugin(SupervisedPlugin):
         them (``set_batch``); None outside a training iteration or without a sampler."""
         return self._batch.get("indices")
 
-    def warn_once(self, message: str) -> None:
-        """Warn with ``message`` once per experience."""
-        if message not in self._warned:
-            self._warned.add(message)
-            warnings.warn(message, ResultWarning, stacklevel=3)
+    def warn_result(self, message: str) -> None:
+        """Warn with ``message`` as a ``ResultWarning``: a run counts every one in its record
+        (``core.errors.recorded_warnings``); the console shows each message once."""
+        warnings.warn(message, ResultWarning, stacklevel=3)
 
     def before_training_exp(self, strategy, **kwargs):
-        self._warned: set = set()
         self._teacher.snapshot(strategy)
         self._teacher.cache_mb = max(self._teacher.cache_mb, self.teacher_cache_mb)
         self._remove_hooks()

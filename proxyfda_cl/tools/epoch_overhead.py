@@ -20,6 +20,7 @@ from torch import nn
 from ..benchmarks.concept_world import concept_dataset
 from ..benchmarks.streams import tensor_benchmark
 from ..models.base import EncoderWithHeads, image_transform
+from ..training import make_optimizer
 from ..training.sampling import BatchSamplerPlugin
 from ..strategies import TeacherPlugin, build_strategy
 
@@ -83,7 +84,8 @@ def measure_epoch_overhead(encoder_factory: Callable[[], nn.Module], variants: d
             sampler = BatchSamplerPlugin(kind=recipe.sampler, batch_size=batch_size, seed=seed,
                                          teachers=teachers)
             strategy = Naive(model=model,
-                             optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+                             optimizer=make_optimizer(model.parameters(), "sgd", lr=0.01,
+                                                      momentum=0.9),
                              criterion=nn.CrossEntropyLoss(), train_mb_size=batch_size,
                              train_epochs=epochs, plugins=recipe.plugins + [sampler, timer],
                              evaluator=EvaluationPlugin(loggers=[]), eval_every=-1, device=device)
