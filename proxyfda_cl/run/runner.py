@@ -18,13 +18,13 @@ from ..benchmarks import DATASETS, resolve, split_name
 from ..benchmarks.streams import parse_subset
 from ..config import RunConfig, to_dict
 from ..core.errors import ConfigError, ProxyFDAError, WeightsError
-from ..models import BACKBONES, packaged
-from ..models.hub import hub_reachable
 from ..core.record import is_complete, read_record, record_name, write_json_atomic
 from ..core.runtime import resolve_device
+from ..models import BACKBONES, packaged
+from ..models.hub import hub_reachable
+from ..strategies import build_strategy
 from .checkpoints import checkpoint_dir
 from .session import Session
-from ..strategies import build_strategy
 
 log = logging.getLogger("proxyfda_cl")
 

@@ -14,22 +14,22 @@ import torch
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 
-from ..metrics.continual import compute_metrics
 from ..benchmarks.streams import build_stream
 from ..config import RunConfig, to_dict
 from ..core.errors import recorded_warnings
-from .checkpoints import checkpoint_dir, resume, restore_strategy, save_checkpoint
-from .evaluation import Evaluator
-from ..training.loggers import RunLoggers
+from ..core.runtime import resolve_device, seed_everything, versions
+from ..metrics.continual import compute_metrics
 from ..models import EncoderWithHeads, build_encoder, image_transform
 from ..models.base import batchnorm_layers
-from ..core.runtime import resolve_device, seed_everything, versions
-from ..training.sampling import BatchSamplerPlugin
 from ..strategies import TeacherPlugin, build_strategy, hyperparameters, strategy_defaults
-from ..training.grad_ratio import GradRatioPlugin
 from ..training import (AutocastPlugin, DivergenceGuardPlugin, FrozenBatchNormPlugin,
                         GradClipPlugin, HeadInitPlugin, LRSchedulePlugin, StepTimerPlugin,
                         make_optimizer)
+from ..training.grad_ratio import GradRatioPlugin
+from ..training.loggers import RunLoggers
+from ..training.sampling import BatchSamplerPlugin
+from .checkpoints import checkpoint_dir, resume, restore_strategy, save_checkpoint
+from .evaluation import Evaluator
 
 #: A task accuracy at most ``chance + COLLAPSE_MARGIN * (1 - chance)`` after its experience
 #: marks the run as collapsed (for 10 classes: at most 19%).
@@ -125,26 +125,24 @@ class Session:
         try:
             for t in range(len(state["R"]), n_exp):
                 self.say(f"experience {t + 1}/{n_exp}: {stream.experiences[t]}")
-                t0 = time.perf_counter()
                 caught: list = []  # the experience's ResultWarnings, one line each
                 with recorded_warnings(caught):
+                    t0 = time.perf_counter()
                     strategy.train(train_stream[t], num_workers=cfg.train.num_workers)
-                train_s = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                # tasks seen so far only: R[t][j] for j > t is left undefined (None)
-                with recorded_warnings(caught):
+                    train_s = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    # tasks seen so far only: R[t][j] for j > t is left undefined (None)
                     results = strategy.eval(test_stream[:t + 1], num_workers=cfg.train.num_workers)
+                    p_row, dists = evaluator.evaluate(
+                        model.encoder, t + 1,
+                        bn_data=train_stream[t].dataset.eval() if bn_drift else None)
+                state.setdefault("warnings", []).extend(
+                    f"experience {t + 1}: {line}" for line in caught)
                 r_row = [None] * n_exp
                 for key, value in results.items():
                     m = _EXP_KEY.match(key)
                     if m:
                         r_row[int(m.group(1))] = float(value)
-                with recorded_warnings(caught):
-                    p_row, dists = evaluator.evaluate(
-                        model.encoder, t + 1,
-                        bn_data=train_stream[t].dataset.eval() if bn_drift else None)
-                state.setdefault("warnings", []).extend(
-                    f"experience {t + 1}: {line}" for line in dict.fromkeys(caught))
                 chance = 1.0 / stream.sets[stream.experiences[t]].num_classes
                 acc = r_row[t]
                 if acc is not None and acc <= chance + COLLAPSE_MARGIN * (1 - chance):
