@@ -32,6 +32,14 @@ class WeightsError(ProxyFDAError):
     """Pre-trained weights are neither local nor reachable."""
 
 
+def one_line(e: BaseException, limit: int = 240) -> str:
+    """An exception as one line, its type first and its text cut at ``limit`` characters."""
+    text = " ".join(str(e).split())
+    if not text:
+        return type(e).__name__
+    return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
 class ResultWarning(UserWarning):
     """A warning of the suite's own whose condition can change a reported number (a lowered
     k, a skipped minibatch, an OTDD that did not converge). A run counts each one in its

@@ -32,7 +32,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .errors import DataError
 
@@ -96,9 +96,3 @@ def records_dir(results_dir: str | os.PathLike) -> Path:
     """Where records live: ``DIR/records`` if present, else ``DIR`` itself."""
     d = Path(results_dir)
     return d / "records" if (d / "records").is_dir() else d
-
-
-def find_record(results_dir: str | os.PathLike, run_id: str) -> Optional[Path]:
-    """The record file of ``run_id`` under ``results_dir``, if any."""
-    hits = sorted(records_dir(results_dir).glob(f"*__{run_id}.json"))
-    return hits[0] if hits else None

@@ -25,9 +25,8 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from ..core.errors import ConfigError, WeightsError
+from ..core.errors import ConfigError, WeightsError, one_line
 from .base import ModuleEncoder, wants_random_weights
-from .hub import one_line
 from .registry import BACKBONES
 
 __all__ = ["TorchEncoder", "create_torch", "import_user_module"]

@@ -87,8 +87,3 @@ def download_progress(enabled: bool) -> Iterator[None]:
         (disable_progress_bars if was_disabled else enable_progress_bars)()
         _builder._DOWNLOAD_PROGRESS = was_timm
 
-
-def one_line(e: BaseException, limit: int = 240) -> str:
-    """An exception as one line of at most ``limit`` characters, its type first."""
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"

@@ -31,9 +31,9 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from ..core.errors import ConfigError, WeightsError
+from ..core.errors import ConfigError, WeightsError, one_line
 from .base import Encoder, wants_random_weights
-from .hub import cached_hf_file, download_progress, hf_cache_dir, hub_reachable, one_line
+from .hub import cached_hf_file, download_progress, hf_cache_dir, hub_reachable
 from .registry import BACKBONES
 from .timm_encoder import quarter_depths, timm_ldifs_layers
 

@@ -28,9 +28,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..core.errors import ConfigError, WeightsError
+from ..core.errors import ConfigError, WeightsError, one_line
 from .base import ModuleEncoder, wants_random_weights
-from .hub import cached_hf_file, download_progress, hf_cache_dir, hub_reachable, one_line
+from .hub import cached_hf_file, download_progress, hf_cache_dir, hub_reachable
 from .packaged import PACKAGED, install_hint, packaged_weights, to_timm
 from .registry import BACKBONES
 

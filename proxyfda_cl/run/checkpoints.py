@@ -20,6 +20,7 @@ import torch
 from avalanche.models import IncrementalClassifier, MultiHeadClassifier, MultiTaskModule
 from torch import nn
 
+from ..core.errors import one_line
 from ..core.runtime import rng_state, set_rng_state
 from ..core.version import __version__
 
@@ -145,7 +146,7 @@ def load_checkpoint(folder: Path, device: torch.device,
         if not isinstance(ckpt, dict):
             raise TypeError(f"a {type(ckpt).__name__}, not a dict")
     except Exception as e:  # an unreadable checkpoint means starting over, never a crash
-        say(f"checkpoint {path} is unreadable ({_why(e)}): starting over")
+        say(f"checkpoint {path} is unreadable ({one_line(e, limit=200)}): starting over")
         return None
     if ckpt.get("device") != str(device):
         say(f"checkpoint {path} was written on {ckpt.get('device')}, this run is on {device}: "
@@ -170,7 +171,8 @@ def resume(folder: Path, model: nn.Module, plugins: list, evaluator, device: tor
             resumed, reference, initial = _restore(ckpt, model, plugins, device,
                                                    make_optimizer)
     except Exception as e:  # a checkpoint that does not fit means starting over, never a crash
-        say(f"checkpoint {folder / FILE} does not fit this run ({_why(e)}): starting over")
+        say(f"checkpoint {folder / FILE} does not fit this run ({one_line(e, limit=200)}): "
+            "starting over")
         return None
     evaluator.reference, evaluator.initial = reference, initial
     return resumed
@@ -250,10 +252,3 @@ def restore_strategy(strategy, resumed: Resumed) -> None:
         setattr(strategy.clock, key, value)
     strategy.optimized_param_id = dict(resumed.optimized)
     set_rng_state(resumed.rng)
-
-
-def _why(e: BaseException) -> str:
-    """An exception as one short line."""
-    text = " ".join(str(e).split())
-    text = text if len(text) <= 200 else text[:197] + "..."
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__

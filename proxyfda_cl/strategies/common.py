@@ -68,7 +68,7 @@ def batch_k(plugin: TeacherPlugin, k: int) -> Optional[int]:
         plugin.warn_result(f"{type(plugin).__name__}: skipped minibatches of {b} samples (FDA needs 3)")
         return None
     plugin.warn_result(f"{type(plugin).__name__}: k={k} lowered to {b - 2} for minibatches of {b} "
-                     f"samples (k must be < B - 1)")
+                       f"samples (k must be < B - 1)")
     return b - 2
 
 

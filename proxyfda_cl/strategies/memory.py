@@ -116,7 +116,8 @@ class MemoryMixin:
         self._epochs: list = []
 
     def state_dict(self) -> dict:
-        """The plugin's state with ``memory_log`` (the queue is emptied at the start of each experience)."""
+        """The plugin's state with ``memory_log`` (the queue is emptied at the start of each
+        experience)."""
         return {**super().state_dict(), "memory_log": list(self.memory_log)}
 
     def load_state_dict(self, state: dict, model=None) -> None:
