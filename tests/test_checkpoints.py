@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from proxyfda_cl.core.runtime import rng_state, set_rng_state
+from proxyfda_cl.core.version import __version__
 from proxyfda_cl.run.runner import checkpoint_dir, run
 from tests.test_resume import Interrupt, _cfg, _reference, _results, _trained_experiences
 
@@ -129,6 +130,8 @@ def test_a_checkpoint_of_another_version_that_fits_is_resumed(tmp_path, tiny_wei
     rec = run(cfg, on_event=events.append)
     assert log == [1] and any(e.startswith("resuming after experience 1") for e in events)
     assert _results(rec) == _results(ref_rec)
+    assert rec["warnings"] == [f"experiences 1-1 were trained by proxyfda-cl 0.0.1, the rest "
+                               f"by {__version__} (resumed from its checkpoint)"]
 
 
 def test_ewc_state_round_trips_through_a_weights_only_load(tmp_path):
@@ -146,3 +149,18 @@ def test_ewc_state_round_trips_through_a_weights_only_load(tmp_path):
     assert imp.name == "imp_w" and imp.shape == (2, 3) and torch.equal(imp.data, 3 * torch.ones(2, 3))
     assert torch.equal(fresh.saved_params[0]["w"].data, torch.ones(2, 3))
     assert fresh.saved_params[5] == {}  # still Avalanche's defaultdict
+
+
+@pytest.mark.slow
+def test_a_sweep_worker_passes_on_the_discarded_checkpoint(tmp_path, tiny_weights):
+    """A sweep runs each config in a worker (``run_one``): the one line saying a checkpoint
+    was discarded comes back with the result, for the sweep to show."""
+    from proxyfda_cl.config import to_dict
+    from proxyfda_cl.run.sweep import run_one
+
+    cfg = _cfg(tmp_path, tiny_weights, "naive")
+    checkpoint_dir(cfg).mkdir(parents=True)
+    (checkpoint_dir(cfg) / "last.pt").write_bytes(b"not a checkpoint")
+    res = run_one(to_dict(cfg))
+    assert res["status"] == "complete" and len(res["notes"]) == 1
+    assert "unreadable" in res["notes"][0] and res["notes"][0].endswith("starting over")

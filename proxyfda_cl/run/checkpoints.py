@@ -175,6 +175,11 @@ def resume(folder: Path, model: nn.Module, plugins: list, evaluator, device: tor
             "starting over")
         return None
     evaluator.reference, evaluator.initial = reference, initial
+    saved = ckpt.get("version")
+    if saved != __version__:  # the record says which experiences another version trained
+        resumed.state.setdefault("warnings", []).append(
+            f"experiences 1-{len(resumed.state['R'])} were trained by proxyfda-cl {saved}, "
+            f"the rest by {__version__} (resumed from its checkpoint)")
     return resumed
 
 

@@ -163,7 +163,8 @@ def run_one(cfg_dict: dict, keep_checkpoints: bool = False, overwrite: bool = Fa
     """Run one config in this process; never raises.
 
     Returns:
-        ``{id, status, path, skipped, resumed}``, with ``error`` (one line) when failed.
+        ``{id, status, path, skipped, resumed, notes}``, with ``error`` (one line) when
+        failed; ``notes`` are the run's messages a sweep shows (a checkpoint discarded).
     """
     quiet_third_party()
     if threads > 0:
@@ -177,10 +178,12 @@ def run_one(cfg_dict: dict, keep_checkpoints: bool = False, overwrite: bool = Fa
                   on_event=events.append)
         return {"id": cfg.id, "status": "complete", "path": str(record_path(cfg)),
                 "skipped": bool(rec.get("skipped")),
-                "resumed": any(e.startswith("resuming") for e in events)}
+                "resumed": any(e.startswith("resuming") for e in events),
+                "notes": [e for e in events if e.endswith("starting over")]}
     except Exception as e:  # recorded as failed by run(); the sweep goes on
         return {"id": cfg.id, "status": "failed", "path": str(record_path(cfg)),
-                "error": f"{e.__class__.__name__}: {e}".splitlines()[0]}
+                "error": f"{e.__class__.__name__}: {e}".splitlines()[0],
+                "notes": [e for e in events if e.endswith("starting over")]}
 
 
 def record_crash(cfg_dict: dict, error: str) -> dict:
@@ -247,6 +250,8 @@ def run_sweep(runs: list[RunConfig], *, engine: str = "local", workers: int = 1,
     def update(res: dict) -> None:
         results[res["id"]] = res
         counts[res["status"]] += 1
+        for note in res.get("notes", []):
+            on_event(note)
         counts["running"] -= 1
         if res["status"] == "failed":
             on_event(f"failed: {res['path']}: {res.get('error')}")
