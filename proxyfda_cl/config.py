@@ -88,6 +88,7 @@ class TrainConfig:
     head_init: str = "random"
     freeze_head: bool = False
     batchnorm: str = "frozen"
+    batchnorm_recompute: bool = True  # with batchnorm: train, statistics of the final weights
 
 
 @dataclass
@@ -110,7 +111,8 @@ class EvalConfig:
 #: earlier runs keep their ids (a sweep skips or resumes them instead of running them again).
 ID_NEUTRAL = {("benchmark", "imbalance"): 1.0, ("strategy", "memory_size"): 0,
               ("strategy", "memory_warmup"): 0, ("strategy", "max_grad_ratio"): 0.0,
-              ("strategy", "layers"): {"fda": "final", "proxy_fda": "final", "ldifs": "ldifs"}}
+              ("strategy", "layers"): {"fda": "final", "proxy_fda": "final", "ldifs": "ldifs"},
+              ("train", "batchnorm_recompute"): False}
 
 
 @dataclass
@@ -138,6 +140,8 @@ class RunConfig:
                 neutral = neutral.get(self.strategy.name, object())
             if key in d[section] and d[section][key] == neutral:
                 del d[section][key]
+        if d["train"].get("batchnorm") != "train":  # no statistics update, nothing to recompute
+            d["train"].pop("batchnorm_recompute", None)
         if self.strategy.name in STRATEGY_REVISIONS:
             d["strategy"]["revision"] = STRATEGY_REVISIONS[self.strategy.name]
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))

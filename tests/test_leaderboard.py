@@ -275,14 +275,20 @@ def test_records_written_before_hyperparameters_still_load(capsys):
 
 def test_a_changed_strategy_gets_new_run_ids_and_the_others_keep_theirs():
     """A sweep must not take a Proxy-FDA run of 0.1.0 for one of today's (its loss changed),
-    and must keep finding every other strategy's earlier runs (FDA's gradient bound is off
-    by default, so its runs keep their ids)."""
+    and must keep finding every other strategy's earlier runs at the settings they ran with
+    (FDA's gradient bound is off by default, so its runs keep their ids). These runs updated
+    their BatchNorm statistics, which are now recomputed at the end of each experience unless
+    ``train.batchnorm_recompute`` is off: a run of today's settings is a new run."""
     from proxyfda_cl.config import from_dict
 
     old, _ = read_results(OLD)
     by_name = {r.strategy: r.raw for r in old}
-    assert from_dict(by_name["fda"]["config"]).id == by_name["fda"]["id"]
-    assert from_dict(by_name["proxy_fda"]["config"]).id != by_name["proxy_fda"]["id"]
+    assert from_dict(by_name["fda"]["config"]).id != by_name["fda"]["id"]
+    as_then = {name: {**by_name[name]["config"],
+                      "train": {**by_name[name]["config"]["train"], "batchnorm_recompute": False}}
+               for name in ("fda", "proxy_fda")}
+    assert from_dict(as_then["fda"]).id == by_name["fda"]["id"]
+    assert from_dict(as_then["proxy_fda"]).id != by_name["proxy_fda"]["id"]
 
 
 def test_distances_of_the_last_experience_collapsed_runs_and_random_init_are_shown():

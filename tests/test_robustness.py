@@ -172,8 +172,9 @@ def test_shipped_defaults_train_under_plain_sgd_without_clipping(name, pretraine
 
 
 #: Run ids of the demo suites at 0.2.0, before the gradient bound option, the clipping
-#: default and FDA's τ = 0.05: their settings did not change, so neither did their ids, except
-#: FDA's and Proxy-FDA's, whose only change is τ (0.02 then).
+#: default, FDA's τ = 0.05 and the recomputed BatchNorm statistics: with the statistics as
+#: they were (``train.batchnorm_recompute: false``) and FDA's and Proxy-FDA's τ at 0.02 then,
+#: the settings are those of 0.2.0 and so are the ids.
 IDS_0_2_0 = {"demo": {"ewc": "eff1eca8812cb9ca", "l2sp": "87f01191260d9dcd",
                       "ldifs": "41e7add82c49b165", "lp_ft": "86579638ba4e098f",
                       "lwf": "3170a41a952bd780", "naive": "6fb9a5600ebd40d8",
@@ -192,10 +193,13 @@ def test_demo_runs_whose_settings_did_not_change_keep_their_ids(suite):
     configs = {c.strategy.name: c for c in expand(load_suite(suite), out="x")}
     for name, old in IDS_0_2_0[suite].items():
         cfg = configs[name]
+        assert cfg.train.batchnorm == "train" and cfg.train.batchnorm_recompute and cfg.id != old
+        d = to_dict(cfg)
+        d["train"]["batchnorm_recompute"] = False
         if name in ("fda", "proxy_fda"):
-            assert cfg.strategy.params["tau"] == 0.05 and cfg.id != old
-            cfg = from_dict({**to_dict(cfg), "strategy": {**to_dict(cfg)["strategy"], "tau": 0.02}})
-        assert cfg.id == old, name
+            assert cfg.strategy.params["tau"] == 0.05
+            d["strategy"]["tau"] = 0.02
+        assert from_dict(d).id == old, name
 
 
 def test_clipping_is_on_by_default_and_null_turns_it_off():

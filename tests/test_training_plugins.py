@@ -1,5 +1,6 @@
-"""The runner's training plugins: probe-initialised heads, frozen BatchNorm statistics, the
-divergence guard, and the collapsed flag of a run."""
+"""The runner's training plugins: probe-initialised heads, frozen and recomputed BatchNorm
+statistics, the divergence guard, and the collapsed flag of a run."""
+import copy
 import json
 import math
 
@@ -9,10 +10,10 @@ from avalanche.core import SupervisedPlugin
 from torch import nn
 
 from proxyfda_cl.metrics.probe import fit_linear
-from proxyfda_cl.config import from_dict
+from proxyfda_cl.config import from_dict, make_config
 from proxyfda_cl.run.runner import run
 from proxyfda_cl.training import (DivergedError, DivergenceGuardPlugin, FrozenBatchNormPlugin,
-                                   HeadInitPlugin)
+                                   HeadInitPlugin, RecomputeBatchNormPlugin, recompute_statistics)
 
 from .conftest import small_config_dict
 from .test_plugins import make_strategy, toy_stream
@@ -85,6 +86,52 @@ def test_frozen_batchnorm_keeps_the_running_statistics():
         same = torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
         assert same is frozen
         assert not torch.equal(bn.weight, weight)  # the affine weights still train
+
+
+def test_recomputed_statistics_average_the_batches_with_dropout_off():
+    """Batches of 4 of 12 rows: the running mean is the mean of the batch means, the running
+    variance the mean of the unbiased batch variances; dropout stays off (it would zero and
+    rescale the inputs), the momentum comes back and the module is left in eval mode."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 3, generator=g) * torch.tensor([1.0, 2.0, 5.0]) + torch.tensor([0.0, 3.0, -1.0])
+    net = nn.Sequential(nn.Dropout(0.5), nn.BatchNorm1d(3))
+    net[1].running_mean.fill_(7.0)
+    data = torch.utils.data.TensorDataset(x, torch.zeros(12))
+    out = recompute_statistics(net, data, batch_size=4, device=torch.device("cpu"))
+    batches = x.view(3, 4, 3)
+    torch.testing.assert_close(net[1].running_mean, batches.mean(1).mean(0))
+    torch.testing.assert_close(net[1].running_var, batches.var(1, unbiased=True).mean(0))
+    assert out is net and not net.training and not net[1].training and net[1].momentum == 0.1
+
+
+def test_recompute_plugin_leaves_the_statistics_of_the_final_weights():
+    """After an experience the running statistics are those one pass of the experience's
+    images gives under the final weights, not the exponential average over the weights
+    training passed through; without the plugin they are not."""
+    bench = toy_stream(n_exp=1)
+    stats = {}
+    for on in (True, False):
+        plugins = [RecomputeBatchNormPlugin(batch_size=8)] if on else []
+        strategy = make_strategy(plugins, epochs=3, bn=True, momentum=0.9)
+        strategy.train(bench.train_stream[0])
+        enc = strategy.model.encoder
+        assert enc.training  # the plugin gives the encoder back in the mode it found it
+        ref = recompute_statistics(copy.deepcopy(enc), bench.train_stream[0].dataset.eval(),
+                                   batch_size=8, device=torch.device("cpu")).bn
+        stats[on] = torch.allclose(enc.bn.running_mean, ref.running_mean, atol=1e-6) and \
+            torch.allclose(enc.bn.running_var, ref.running_var, atol=1e-6)
+        assert enc.bn.momentum == 0.1
+    assert stats == {True: True, False: False}
+
+
+def test_batchnorm_recompute_is_in_the_id_only_when_statistics_update():
+    """Frozen statistics leave nothing to recompute, so the option does not touch those ids;
+    with ``batchnorm: train`` off (the earlier behaviour) it keeps the earlier id."""
+    frozen = make_config(sets=["train.batchnorm=frozen"])
+    assert make_config(sets=["train.batchnorm=frozen", "train.batchnorm_recompute=false"]).id == frozen.id
+    train = make_config(sets=["train.batchnorm=train"])
+    earlier = make_config(sets=["train.batchnorm=train", "train.batchnorm_recompute=false"])
+    assert train.train.batchnorm_recompute is True and train.id != earlier.id != frozen.id
 
 
 def test_guard_names_the_experience_and_the_step():

@@ -10,13 +10,12 @@ import copy
 from typing import Optional
 
 import torch
-from torch.utils.data import DataLoader
 
 from ..metrics.otdd import feature_distances
 from ..metrics.probe import extract_features, fit_probe
 from ..metrics.structure import knn_overlap
 from ..benchmarks.streams import Stream, limit
-from ..models.base import batchnorm_layers
+from ..training.batchnorm import recompute_statistics
 
 
 class Evaluator:
@@ -69,19 +68,9 @@ class Evaluator:
     def _bn_only(self, data) -> torch.nn.Module:
         """The pre-trained encoder with its BatchNorm statistics re-estimated on ``data`` (a
         cumulative average over one pass in train mode) and no weight changed."""
-        enc = copy.deepcopy(self.initial).to(self.device)
-        bns = batchnorm_layers(enc)
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None
-        enc.eval()
-        for m in bns:
-            m.train()
-        with torch.no_grad():
-            for batch in DataLoader(data, batch_size=self.cfg.batch_size, shuffle=False,
-                                    num_workers=self.num_workers):
-                enc(batch[0].to(self.device))
-        return enc.eval()
+        return recompute_statistics(copy.deepcopy(self.initial).to(self.device), data,
+                                    batch_size=self.cfg.batch_size, device=self.device,
+                                    num_workers=self.num_workers)
 
     def evaluate(self, encoder, experience: Optional[int], bn_data=None
                  ) -> tuple[list[float], list[dict]]:

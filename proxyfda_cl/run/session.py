@@ -23,8 +23,8 @@ from ..models import EncoderWithHeads, build_encoder, image_transform
 from ..models.base import batchnorm_layers
 from ..strategies import TeacherPlugin, build_strategy, hyperparameters, strategy_defaults
 from ..training import (AutocastPlugin, DivergenceGuardPlugin, FrozenBatchNormPlugin,
-                        GradClipPlugin, HeadInitPlugin, LRSchedulePlugin, StepTimerPlugin,
-                        make_optimizer)
+                        GradClipPlugin, HeadInitPlugin, LRSchedulePlugin,
+                        RecomputeBatchNormPlugin, StepTimerPlugin, make_optimizer)
 from ..training.grad_ratio import GradRatioPlugin
 from ..training.loggers import RunLoggers
 from ..training.sampling import BatchSamplerPlugin
@@ -94,8 +94,12 @@ class Session:
             extra.append(HeadInitPlugin(mode=cfg.train.head_init, freeze=cfg.train.freeze_head,
                                         batch_size=cfg.eval.batch_size, grid=cfg.eval.probe_grid,
                                         seed=cfg.seed, num_workers=cfg.train.num_workers))
+        first = []  # end-of-experience work every other plugin must see
         if cfg.train.batchnorm == "frozen":
             extra.append(FrozenBatchNormPlugin())
+        elif cfg.train.batchnorm_recompute and batchnorm_layers(encoder):
+            first.append(RecomputeBatchNormPlugin(batch_size=cfg.eval.batch_size,
+                                                  num_workers=cfg.train.num_workers))
         if cfg.train.grad_clip:
             extra.append(GradClipPlugin(max_norm=cfg.train.grad_clip))
         if cfg.train.precision == "bf16":
@@ -113,7 +117,7 @@ class Session:
                          train_mb_size=cfg.train.batch_size,
                          train_epochs=cfg.train.epochs + recipe.extra_epochs,
                          eval_mb_size=cfg.eval.batch_size, device=device,
-                         plugins=logs.plugins + list(plugins) + extra,
+                         plugins=first + logs.plugins + list(plugins) + extra,
                          evaluator=EvaluationPlugin(*logs.metrics(), loggers=logs.loggers))
         if resumed is not None:
             restore_strategy(strategy, resumed)
