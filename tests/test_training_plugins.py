@@ -252,3 +252,19 @@ def test_lr_schedule_warms_up_and_decays_and_restarts_after_lp_ft_head_epochs():
             assert lrs[:2] == pytest.approx([0.05, 0.1]) and lrs[4:6] == pytest.approx([0.05, 0.1])
             assert lrs[2:4] == pytest.approx([0.05 * (1 + math.cos(math.pi * s / 2)) for s in (0, 1)])
             assert lrs[6:] == pytest.approx([0.05 * (1 + math.cos(math.pi * s / 6)) for s in range(6)])
+
+
+def test_stopwatch_on_the_cpu_gives_each_interval_in_order():
+    import time
+
+    from proxyfda_cl.training import Stopwatch
+
+    watch = Stopwatch("cpu")
+    assert not watch.events
+    for pause in (0.02, 0.0, 0.01):
+        watch.start()
+        time.sleep(pause)
+        watch.stop()
+    t = watch.times()
+    assert len(t) == 3 and t[0] >= 0.02 and t[2] >= 0.01 and t[1] < t[0]
+    assert watch.times() == t  # reading does not consume them

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from typing import Callable
 
 import torch
@@ -21,25 +20,30 @@ from ..benchmarks.concept_world import concept_dataset
 from ..benchmarks.streams import tensor_benchmark
 from ..models.base import EncoderWithHeads, image_transform
 from ..training import make_optimizer
+from ..training.timing import Stopwatch
 from ..training.sampling import BatchSamplerPlugin
 from ..strategies import TeacherPlugin, build_strategy
 
 
 class EpochTimer(SupervisedPlugin):
-    """Records the wall time of every training epoch (``times``)."""
+    """Records the time of every training epoch (``times``, after training) by a
+    ``Stopwatch`` on the strategy's device."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.times: list = []
-        self.t0 = 0.0
+        self._watch = None
+
+    @property
+    def times(self) -> list:
+        return self._watch.times() if self._watch is not None else []
 
     def before_training_epoch(self, strategy, **kwargs):
-        self.t0 = time.perf_counter()
+        if self._watch is None:
+            self._watch = Stopwatch(strategy.device)
+        self._watch.start()
 
     def after_training_epoch(self, strategy, **kwargs):
-        if torch.device(strategy.device).type == "cuda":
-            torch.cuda.synchronize()
-        self.times.append(time.perf_counter() - self.t0)
+        self._watch.stop()
 
 
 def measure_epoch_overhead(encoder_factory: Callable[[], nn.Module], variants: dict, *,

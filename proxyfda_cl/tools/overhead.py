@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import gc
 import statistics
-import time
 from typing import Callable, Optional
 
 import torch
@@ -39,6 +38,7 @@ from torch import nn
 from ..benchmarks.streams import tensor_benchmark
 from ..strategies import TeacherPlugin, build_strategy, strategy_defaults
 from ..strategies.teacher import frozen_copy
+from ..training.timing import Stopwatch
 from .stepping import (CACHE_SUFFIX, MEMORY_SUFFIX, end_experience, prepare_strategy,
                        split_variant, train_step)
 
@@ -145,23 +145,15 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
 
     def time_steps(name: str, run: Callable) -> None:
         """``steps`` timed steps back to back (events on CUDA, no sync inside)."""
-        if cuda:
-            pairs, inputs = [], [fresh() for _ in range(steps)]
-            sync()
-            for b in inputs:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                run(b)
-                end.record()
-                pairs.append((start, end))
-            sync()
-            times[name].extend(s.elapsed_time(e) / 1000.0 for s, e in pairs)
-            return
-        for _ in range(steps):
-            b = fresh()
-            t0 = time.perf_counter()
+        inputs = [fresh() for _ in range(steps)] if cuda else None
+        watch = Stopwatch(dev)
+        sync()
+        for i in range(steps):
+            b = inputs[i] if cuda else fresh()
+            watch.start()
             run(b)
-            times[name].append(time.perf_counter() - t0)
+            watch.stop()
+        times[name].extend(watch.times())
 
     if order == "sequential":
         for name in items:
@@ -190,12 +182,12 @@ def measure_step_overhead(encoder_factory: Callable[[], nn.Module], strategies: 
         for i in range(warmup + steps):
             for name in items:
                 b = fresh()
-                sync()
-                t0 = time.perf_counter()
+                watch = Stopwatch(dev, sync=True)
+                watch.start()
                 runs[name](b)
-                sync()
+                watch.stop()
                 if i >= warmup:
-                    times[name].append(time.perf_counter() - t0)
+                    times[name].extend(watch.times())
         for strategy in owners:
             end_experience(strategy)
     del encoder
