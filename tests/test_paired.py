@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from proxyfda_cl.analysis.bootstrap import bootstrap_interval
 from proxyfda_cl.analysis.paired import paired_comparison, paired_differences, paired_markdown
 from proxyfda_cl.core.record import record_name, write_json_atomic
 
@@ -34,11 +35,33 @@ def test_mean_and_bootstrap_interval():
     rows = paired_comparison(recs(), "naive", n_boot=4000, seed=1)
     assert len(rows) == 1 and rows[0]["n"] == 6
     assert rows[0]["mean"] == pytest.approx((0.02 * 4 + 0.03 * 2) / 6)
-    d = np.array([0.02, 0.02, 0.03, 0.02, 0.02, 0.03])
-    boot = d[np.random.default_rng(1).integers(0, 6, size=(4000, 6))].mean(1)
-    lo, hi = np.quantile(boot, [0.025, 0.975])
-    assert rows[0]["ci_low"] == pytest.approx(lo) and rows[0]["ci_high"] == pytest.approx(hi)
-    assert 0.02 <= rows[0]["ci_low"] <= rows[0]["mean"] <= rows[0]["ci_high"] <= 0.03
+    assert 0.02 <= rows[0]["ci_low"] < rows[0]["mean"] < rows[0]["ci_high"] <= 0.03
+    # a resample's mean is k/6 of the way from 0.02 to 0.03 (k = draws of 0.03), so the
+    # percentile bounds are near the 2.5% and 97.5% points of 0.02 + 0.01 * Binomial(6, 1/3) / 6
+    assert rows[0]["ci_low"] == pytest.approx(0.02, abs=0.0017)
+    assert rows[0]["ci_high"] == pytest.approx(0.02 + 0.01 * 5 / 6, abs=0.0017)
+
+
+def test_interval_width_is_the_standard_error_for_a_large_sample():
+    d = np.random.default_rng(3).normal(0.5, 1.0, size=400)
+    lo, hi = bootstrap_interval((d,), np.mean, n_boot=4000, seed=0)
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    assert lo < d.mean() < hi
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.1)
+
+
+def test_a_strategys_interval_does_not_depend_on_the_others():
+    def runs(strat, values):
+        return [make_record(bench="b", strat=strat, seed=i, final={"delta_lp": v})
+                for i, v in enumerate(values)]
+
+    base = runs("naive", [0.0] * 8) + runs("fda", [0.013, -0.021, 0.034, 0.002, 0.041, -0.008,
+                                                   0.027, 0.019])
+    alone = paired_comparison(base, "naive", seed=5)
+    more = runs("ewc", [0.1 * i for i in range(8)]) + runs("lwf", [-0.05 * i for i in range(8)])
+    rows = {r["strategy"]: r for r in paired_comparison(more + base, "naive", seed=5)}
+    assert (rows["fda"]["ci_low"], rows["fda"]["ci_high"]) == (alone[0]["ci_low"],
+                                                               alone[0]["ci_high"])
 
 
 def test_by_benchmark_and_a_single_pair_has_no_interval():

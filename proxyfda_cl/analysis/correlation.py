@@ -2,7 +2,8 @@
 
 Across all (run, experience, dataset) points, Pearson and Spearman correlation of forgetting
 ``P[0][d] - P[t][d]`` with OTDD and with the L2 feature distance, each with a bootstrap
-percentile confidence interval (pairs resampled with replacement, fixed seed).
+percentile confidence interval (``bootstrap.bootstrap_interval``: the points resampled with
+replacement, fixed seed).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from scipy import stats
 
 from ..core.errors import DataError
+from .bootstrap import bootstrap_interval
 from .records import as_record
 from .tables import interval, markdown_table, number
 
@@ -20,24 +22,19 @@ __all__ = ["correlate", "forgetting_points", "correlation_table", "correlation_c
            "correlation_markdown"]
 
 
-def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r of every row pair of ``x`` and ``y`` ([B, n]); NaN where a row is constant."""
-    xc = x - x.mean(1, keepdims=True)
-    yc = y - y.mean(1, keepdims=True)
-    den = np.sqrt((xc * xc).sum(1) * (yc * yc).sum(1))
+def _pearson(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Pearson r along ``axis``; NaN where a side is constant."""
+    xc = x - x.mean(axis, keepdims=True)
+    yc = y - y.mean(axis, keepdims=True)
+    den = np.sqrt((xc * xc).sum(axis) * (yc * yc).sum(axis))
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = (xc * yc).sum(1) / den
-    r[~(den > 0)] = np.nan
+        r = np.where(den > 0, (xc * yc).sum(axis) / np.where(den > 0, den, 1.0), np.nan)
     return np.clip(r, -1.0, 1.0)
 
 
-def _interval(samples: np.ndarray, ci: float) -> list:
-    s = samples[np.isfinite(samples)]
-    if len(s) == 0:
-        return [math.nan, math.nan]
-    q = 100.0 * (1.0 - ci) / 2.0
-    lo, hi = np.percentile(s, [q, 100.0 - q])
-    return [float(lo), float(hi)]
+def _spearman(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Spearman rho along ``axis``: Pearson r of the ranks (ties averaged)."""
+    return _pearson(stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis), axis)
 
 
 def correlate(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, seed: int = 0,
@@ -70,11 +67,9 @@ def correlate(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, see
     out.update(pearson=float(pr.statistic), pearson_p=float(pr.pvalue),
                spearman=float(sr.statistic), spearman_p=float(sr.pvalue))
     if n_boot > 0:
-        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-        bx, by = xa[idx], ya[idx]
-        out["pearson_ci"] = _interval(_rowwise_pearson(bx, by), ci)
-        rx, ry = stats.rankdata(bx, axis=1), stats.rankdata(by, axis=1)
-        out["spearman_ci"] = _interval(_rowwise_pearson(rx, ry), ci)
+        for name, statistic in (("pearson", _pearson), ("spearman", _spearman)):
+            out[f"{name}_ci"] = list(bootstrap_interval((xa, ya), statistic, n_boot=n_boot,
+                                                        seed=seed, ci=ci))
     return out
 
 

@@ -4,16 +4,17 @@ Two runs are a pair when they share benchmark, backbone and seed: the same data,
 pre-trained encoder and the same random draws, so their difference isolates the strategy.
 For each strategy the differences ``metric(strategy) - metric(baseline)`` over all its pairs
 (every benchmark and seed in the folder, or one benchmark) are averaged, with a bootstrap
-percentile interval over the pairs (resampled with replacement, fixed seed).
+percentile interval over the pairs (``bootstrap.bootstrap_interval``: resampled with
+replacement, each group from its own generator with the same fixed seed).
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
 
 from ..core.typed_record import METRICS
+from .bootstrap import bootstrap_interval
 from .records import describe, group_records, report
 from .tables import interval, markdown_table, number
 
@@ -71,7 +72,6 @@ def paired_comparison(records: list, baseline: str = "naive", metric: str = "del
         strategy, baseline, metric, n, mean, ci_low, ci_high}``; ``ci_*`` are NaN for fewer
         than 2 pairs or ``n_boot = 0``.
     """
-    rng = np.random.default_rng(seed)
     rows = []
     for strat, pairs in paired_differences(records, baseline, metric, problems).items():
         groups: dict[str, list[float]] = {}
@@ -79,10 +79,7 @@ def paired_comparison(records: list, baseline: str = "naive", metric: str = "del
             groups.setdefault(p["benchmark"] if by_benchmark else "all", []).append(p["diff"])
         for bench, diffs in groups.items():
             d = np.asarray(diffs, dtype=np.float64)
-            lo = hi = math.nan
-            if len(d) > 1 and n_boot > 0:
-                means = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-                lo, hi = (float(q) for q in np.quantile(means, [(1 - ci) / 2, (1 + ci) / 2]))
+            lo, hi = bootstrap_interval((d,), np.mean, n_boot=n_boot, seed=seed, ci=ci)
             rows.append({"benchmark": bench, "strategy": strat, "baseline": baseline,
                          "metric": metric, "n": int(len(d)), "mean": float(d.mean()),
                          "ci_low": lo, "ci_high": hi})
