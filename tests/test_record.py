@@ -23,10 +23,13 @@ def test_read_results_gives_typed_records_with_their_path(tmp_path):
                          "otdd_method": "exact", "knn_overlap": 0.25, "bn_l2": 0.1}]
     rec["collapsed"], rec["warnings"] = [2], ["experience 2: something"]
     rec["config"]["backbone"] = {"name": "tiny", "weights": "random"}
+    rec["timing"]["stages"] = {"teacher": {"s": 1.5, "calls": 3}, "probe_fit": {"s": 2},
+                               "broken": {"s": "x", "calls": 1}, "odd": 7}
     path = tmp_path / record_name(rec["config"], rec["id"])
     write_json_atomic(path, rec)
     (r,), problems = read_results(tmp_path)
     assert problems == [] and isinstance(r, Record) and r.path == str(path)
+    assert r.timing.stages == (("teacher", 1.5), ("probe_fit", 2.0))
     assert (r.id, r.status, r.benchmark, r.strategy, r.backbone, r.seed) == (
         "demo-fda-3", "complete", "demo", "fda", "tiny", 3)
     assert r.random_init and r.label == "fda [random init]"

@@ -3,7 +3,7 @@ and ends exactly where an uninterrupted run ends (CPU, same seed); runs are dete
 import pytest
 import torch
 
-from proxyfda_cl.run import session
+from proxyfda_cl.run import runner
 from proxyfda_cl.config import from_dict
 from proxyfda_cl.core.record import read_record
 from proxyfda_cl.run.runner import checkpoint_dir, record_path, run
@@ -27,7 +27,7 @@ def _trained_experiences(monkeypatch, crash_in: int = -1) -> list:
     first update of experience ``crash_in`` (0-based); returns the log."""
     log = []
 
-    class Spy(session.StepTimerPlugin):
+    class Spy(runner.StepTimerPlugin):
         def before_training_exp(self, strategy, **kwargs):
             super().before_training_exp(strategy, **kwargs)
             log.append(strategy.experience.current_experience)
@@ -37,7 +37,7 @@ def _trained_experiences(monkeypatch, crash_in: int = -1) -> list:
             if strategy.experience.current_experience == crash_in:
                 raise Interrupt("killed mid-experience")
 
-    monkeypatch.setattr(session, "StepTimerPlugin", Spy)
+    monkeypatch.setattr(runner, "StepTimerPlugin", Spy)
     return log
 
 
@@ -142,6 +142,9 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_run(
     assert not any(e.startswith("experience 1/2") for e in events)
     assert rec["status"] == "complete" and read_record(record_path(cfg))["status"] == "complete"
     assert _results(rec) == _results(ref_rec)
+    # the stage times go on from the checkpoint: both experiences' steps are counted
+    steps = sum(e["steps"] for e in rec["timing"]["per_experience"])
+    assert rec["timing"]["stages"]["data_wait"]["calls"] == steps
     final = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=True)
     _assert_same_state(final, ref_ckpt, strategy)
 

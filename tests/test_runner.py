@@ -42,6 +42,14 @@ def test_two_experience_run_gives_a_valid_record(tmp_path, tiny_weights):
         (t, c) for t in (1, 2) for c in m["P_columns"]}
     assert all(d["otdd"] >= 0 and d["l2"] >= 0 and d["n"] <= 45 for d in disk["distances"])
     assert len(disk["timing"]["per_experience"]) == 2
+    # each named stage ran as often as the run's shape says: 3 evaluations (pre-trained and
+    # after each experience) of 3 datasets, features of the probe's train and test splits
+    st = disk["timing"]["stages"]
+    steps = sum(e["steps"] for e in disk["timing"]["per_experience"])
+    assert {k: v["calls"] for k, v in st.items()} == {
+        "model_build": 1, "data_build": 1, "data_wait": steps, "heads_eval": 2,
+        "eval_features": 3 * 3 * 2, "probe_fit": 3 * 3, "distances": 2 * 3, "checkpoint": 2}
+    assert all(v["s"] >= 0 for v in st.values()) and disk["timing"]["stages_synchronised"] is False
     assert not (tmp_path / "checkpoints" / cfg.id).exists()  # removed once complete
     assert rec["metrics"] == disk["metrics"]
     # the record round-trips through JSON and the results reader
@@ -78,7 +86,7 @@ def test_failed_run_is_recorded_and_never_replaces_a_complete_record(tmp_path, t
     run(good)
     before = record_path(good).read_bytes()
 
-    import proxyfda_cl.run.session as session
+    import proxyfda_cl.run.runner as session
 
     def boom(self):
         raise RuntimeError("disk on fire")

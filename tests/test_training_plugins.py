@@ -270,3 +270,23 @@ def test_stopwatch_on_the_cpu_gives_each_interval_in_order():
     t = watch.times()
     assert len(t) == 3 and t[0] >= 0.02 and t[2] >= 0.01 and t[1] < t[0]
     assert watch.times() == t  # reading does not consume them
+
+
+def test_stage_times_sum_named_calls_nest_and_resume():
+    from proxyfda_cl.training import StageTimes
+
+    st = StageTimes("cpu")
+    for _ in range(3):
+        with st("outer"):
+            with st("inner"):
+                pass
+    with pytest.raises(RuntimeError), st("failing"):
+        raise RuntimeError("a stage that fails is still counted")
+    d = st.as_dict()
+    assert {k: v["calls"] for k, v in d.items()} == {"failing": 1, "inner": 3, "outer": 3}
+    assert d["outer"]["s"] >= d["inner"]["s"] >= 0.0
+    again = StageTimes("cpu")
+    again.load(d)
+    again.add("inner", 0.5)
+    assert again.as_dict()["inner"] == {"s": d["inner"]["s"] + 0.5, "calls": 4}
+    assert StageTimes("cpu", sync=True).sync is False  # nothing to synchronise on the CPU

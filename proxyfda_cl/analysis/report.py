@@ -117,6 +117,9 @@ def _run_detail(i: int, rec: Record, status: str) -> str:
         parts.append(html_table([("Experience", "num"), ("Train (s)", "num"), ("Eval (s)", "num"),
                                  ("Median step (ms)", "num"), ("Steps", "num")], rows,
                                 cls="small"))
+    if rec.timing.stages:
+        parts.append("<p>time per stage (s, all experiences): " + esc(", ".join(
+            f"{name} {number(sec)}" for name, sec in rec.timing.stages)) + "</p>")
     cfg = rec.raw.get("config")
     parts.append("<pre>" + esc(json.dumps(cfg, indent=1, sort_keys=True, default=str)) + "</pre>")
     return (f'<details id="run-{i}"><summary>{badge(status)} {esc(run_label(rec))}</summary>'

@@ -19,7 +19,8 @@ Schema (all accuracies and differences are fractions in [0, 1]; ``null`` where u
                  per_experience: list of T dicts with the same keys
     distances    list of {experience (1..T), dataset, l2, otdd, knn_overlap, n, otdd_method}
     collapsed, grad_ratio, warnings, memory   see docs/DESIGN.md, "The run record"
-    timing       {per_experience: [{train_s, eval_s, step_median_s, steps}], total_s}
+    timing       {per_experience: [{train_s, eval_s, step_median_s, steps}], pre_eval_s,
+                 stages: {name: {s, calls}}, stages_synchronised, total_s}
     created      ISO time the record was written
 
 ``read_record`` returns a record as written (the runner's view); ``core.typed_record`` parses

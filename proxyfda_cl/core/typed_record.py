@@ -36,6 +36,13 @@ def _list(v: Any) -> list:
     return v if isinstance(v, list) else []
 
 
+def _stages(v: Any) -> tuple[tuple[str, float], ...]:
+    """``timing.stages`` (``{name: {"s", "calls"}}``) as ``((name, seconds), ...)``."""
+    items = v.items() if isinstance(v, dict) else ()
+    out = ((str(k), _number(e.get("s"))) for k, e in items if isinstance(e, dict))
+    return tuple((k, sec) for k, sec in out if sec is not None)
+
+
 def _name(v: Any) -> Optional[str]:
     """``config.<part>.name`` (or ``config.<part>`` as a string) when a non-empty string."""
     v = v.get("name") if isinstance(v, dict) else v
@@ -100,9 +107,11 @@ class ExperienceTiming:
 
 @dataclass(frozen=True)
 class Timing:
-    """``timing``: per experience, and the run's total."""
+    """``timing``: per experience, the run's total, and the seconds of each named stage
+    (``stages``: ``{name: seconds}``, empty for records written before 0.6.1)."""
     per_experience: tuple[ExperienceTiming, ...] = ()
     total_s: Optional[float] = None
+    stages: tuple[tuple[str, float], ...] = ()
 
     @property
     def train_s(self) -> Optional[float]:
@@ -229,7 +238,7 @@ def parse_record(raw: dict, path: Optional[str | os.PathLike] = None) -> Record:
         collapsed=[c for c in map(_integer, _list(raw.get("collapsed"))) if c is not None],
         grad_ratio=[e for e in _list(raw.get("grad_ratio")) if isinstance(e, dict)],
         warnings=[str(w) for w in _list(raw.get("warnings"))],
-        timing=Timing(per_time, _number(timing.get("total_s"))),
+        timing=Timing(per_time, _number(timing.get("total_s")), _stages(timing.get("stages"))),
         versions=raw.get("versions") if isinstance(raw.get("versions"), dict) else None,
         error=None if raw.get("error") is None else str(raw["error"]),
         created=None if raw.get("created") is None else str(raw["created"]),

@@ -16,6 +16,7 @@ from ..metrics.probe import extract_features, fit_probe
 from ..metrics.structure import knn_overlap
 from ..benchmarks.streams import Stream, limit
 from ..training.batchnorm import recompute_statistics
+from ..training.timing import StageTimes
 
 
 class Evaluator:
@@ -27,10 +28,14 @@ class Evaluator:
         device: where features are extracted and probes fitted.
         precision: ``fp32`` or ``bf16`` (feature extraction under autocast).
         seed: seeds the probe splits and OTDD subsampling.
+        stages: a ``StageTimes`` that times feature extraction (``eval_features``), probe
+            fits (``probe_fit``) and distances (``distances``: L2, OTDD, kNN overlap).
     """
 
     def __init__(self, stream: Stream, cfg, *, device: torch.device, precision: str = "fp32",
-                 seed: int = 0, num_workers: int = 0) -> None:
+                 seed: int = 0, num_workers: int = 0,
+                 stages: Optional[StageTimes] = None) -> None:
+        self.stages = stages if stages is not None else StageTimes()
         self.stream, self.cfg, self.device = stream, cfg, device
         self.precision, self.seed, self.num_workers = precision, seed, num_workers
         self.columns = list(stream.experiences) + list(stream.probes)
@@ -45,20 +50,22 @@ class Evaluator:
         return limit(s.train, s.train_targets, self.cfg.probe_train_size, self.seed)
 
     def _features(self, encoder, ds) -> torch.Tensor:
-        feats, _ = extract_features(encoder, ds, batch_size=self.cfg.batch_size,
-                                    device=str(self.device), precision=self.precision,
-                                    num_workers=self.num_workers)
+        with self.stages("eval_features"):
+            feats, _ = extract_features(encoder, ds, batch_size=self.cfg.batch_size,
+                                        device=str(self.device), precision=self.precision,
+                                        num_workers=self.num_workers)
         return feats
 
     def _drift(self, name: str, feats: torch.Tensor) -> dict:
         """L2, OTDD (with ``n`` and ``otdd_method``) and kNN overlap of ``feats`` against the
         reference features of dataset ``name``."""
         s = self.stream.sets[name]
-        d = feature_distances(self.reference[name], feats, s.test_targets,
-                              method=self.cfg.otdd_method, max_n=self.cfg.otdd_max_n,
-                              seed=self.seed)
-        k = min(self.cfg.knn_k, len(feats) - 1)
-        d["knn_overlap"] = knn_overlap(self.reference[name], feats, k) if k >= 1 else None
+        with self.stages("distances"):
+            d = feature_distances(self.reference[name], feats, s.test_targets,
+                                  method=self.cfg.otdd_method, max_n=self.cfg.otdd_max_n,
+                                  seed=self.seed)
+            k = min(self.cfg.knn_k, len(feats) - 1)
+            d["knn_overlap"] = knn_overlap(self.reference[name], feats, k) if k >= 1 else None
         return d
 
     def keep_initial(self, encoder) -> None:
@@ -95,9 +102,10 @@ class Evaluator:
             train_ds, train_y = self._probe_train(name)
             train_x = self._features(encoder, train_ds)
             test_x = self._features(encoder, s.test)
-            res = fit_probe(train_x.to(self.device), train_y.to(self.device),
-                            test_x.to(self.device), s.test_targets.to(self.device), seed=self.seed,
-                            grid=self.cfg.probe_grid, tol=self.cfg.probe_tol)
+            with self.stages("probe_fit"):
+                res = fit_probe(train_x.to(self.device), train_y.to(self.device),
+                                test_x.to(self.device), s.test_targets.to(self.device),
+                                seed=self.seed, grid=self.cfg.probe_grid, tol=self.cfg.probe_tol)
             row.append(float(res.accuracy))
             if experience is None:
                 self.reference[name] = test_x

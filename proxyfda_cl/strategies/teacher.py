@@ -12,6 +12,7 @@ same inputs under ``torch.no_grad`` and the autocast state the student ran under
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 import weakref
@@ -94,6 +95,9 @@ class Teacher:
         self._key = None
         self._memo: Optional[tuple] = None
         self.feature_cache: Optional[FeatureCache] = None
+        #: times each forward that runs the teacher as the stage ``teacher`` when set (a
+        #: ``StageTimes``: ``stages(name)`` gives a context manager); see ``TeacherPlugin.time_with``
+        self.stages = None
 
     def snapshot(self, strategy) -> nn.Module:
         """Freeze a copy of the strategy's encoder; idempotent within one experience."""
@@ -145,6 +149,13 @@ class Teacher:
         if (c is not None and c[0] is x and c[1] == x._version and c[2] == amp
                 and self.layers <= c[4].keys()):
             return c[3], c[4]
+        with self.stages("teacher") if self.stages is not None else contextlib.nullcontext():
+            feats, layers = self._compute(args, kwargs, amp, indices, size, key)
+        self._memo = (x, x._version, amp, feats, layers)
+        return feats, layers
+
+    def _compute(self, args: tuple, kwargs: dict, amp: tuple, indices, size: int, key) -> tuple:
+        x = args[0] if args else next(iter(kwargs.values()))
         cacheable = (self.cache_mb > 0 and not self.layers and args and indices is not None
                      and size > 0 and len(indices) == len(x))
         if cacheable:
@@ -155,7 +166,6 @@ class Teacher:
             layers = {}
         else:
             feats, layers = self._run(args, kwargs, amp)
-        self._memo = (x, x._version, amp, feats, layers)
         return feats, layers
 
 
@@ -192,6 +202,11 @@ class TeacherPlugin(SupervisedPlugin):
     def teacher(self) -> Optional[nn.Module]:
         """The frozen teacher encoder (eval mode, no gradients), once an experience started."""
         return self._teacher.module
+
+    def time_with(self, stages) -> None:
+        """Time the teacher's forward passes as the stage ``teacher`` of ``stages`` (a
+        ``StageTimes``; ``None`` stops timing). Plugins sharing a teacher share its timing."""
+        self._teacher.stages = stages
 
     def layer_names(self, encoder: nn.Module) -> Sequence[str]:
         """Names of encoder submodules whose outputs the plugin compares (none by default)."""

@@ -5,8 +5,8 @@ from .batchnorm import FrozenBatchNormPlugin, RecomputeBatchNormPlugin, recomput
 from .guard import DivergedError, DivergenceGuardPlugin
 from .heads import HeadInitPlugin
 from .optim import AutocastPlugin, GradClipPlugin, LRSchedulePlugin, make_optimizer
-from .timing import StepTimerPlugin, Stopwatch
+from .timing import StageTimes, StepTimerPlugin, Stopwatch
 
 __all__ = ["AutocastPlugin", "DivergedError", "DivergenceGuardPlugin", "FrozenBatchNormPlugin",
            "GradClipPlugin", "HeadInitPlugin", "LRSchedulePlugin", "RecomputeBatchNormPlugin",
-           "StepTimerPlugin", "Stopwatch", "make_optimizer", "recompute_statistics"]
+           "StageTimes", "StepTimerPlugin", "Stopwatch", "make_optimizer", "recompute_statistics"]

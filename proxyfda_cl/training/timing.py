@@ -1,7 +1,10 @@
-"""Timing on a device: one stopwatch for training steps, benchmark steps and epochs."""
+"""Timing on a device: one stopwatch for training steps, benchmark steps and epochs, and the
+named stage times a run records."""
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import Iterator, Optional
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -52,29 +55,83 @@ class Stopwatch:
         return list(self._times)
 
 
+class StageTimes:
+    """Seconds a run spends in each named stage, summed over its calls: the record's
+    ``timing.stages`` (``{name: {"s", "calls"}}``).
+
+    ``with stages("teacher"): ...`` times one call on the host clock and opens a
+    ``torch.profiler.record_function`` span of the same name, so a profiler shows the same
+    stages. Host time of CUDA work counts only what the host waited for, unless ``sync``:
+    then the device is synchronised at both ends of every call (``bench/gpu-check`` asks for
+    it; runs do not, since each synchronisation drains the GPU's queue).
+    """
+
+    def __init__(self, device="cpu", *, sync: bool = False) -> None:
+        self.sync = bool(sync) and torch.device(device).type == "cuda"
+        self.device = torch.device(device)
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def add(self, name: str, seconds: float, calls: int = 1) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + float(seconds)
+        self.calls[name] = self.calls.get(name, 0) + int(calls)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.sync:
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        try:
+            with torch.profiler.record_function(f"proxyfda_cl.{name}"):
+                yield
+        finally:
+            if self.sync:
+                torch.cuda.synchronize(self.device)
+            self.add(name, time.perf_counter() - t0)
+
+    def as_dict(self) -> dict:
+        return {k: {"s": self.seconds[k], "calls": self.calls[k]} for k in sorted(self.seconds)}
+
+    def load(self, saved: Optional[dict]) -> None:
+        """Continue from ``as_dict()``'s output (a resumed run)."""
+        for name, v in (saved or {}).items():
+            self.add(name, v["s"], v["calls"])
+
+
 class StepTimerPlugin(SupervisedPlugin):
     """Time of each training iteration (data loading excluded), per experience, by a
     ``Stopwatch`` on the strategy's device; ``times`` is filled after the experience.
 
     Args:
         sync: synchronise CUDA around every iteration (only for diagnostics).
+        stages: where the host time spent waiting for each batch (loading it and moving it
+            to the device, from the end of one iteration to the start of the next) is added,
+            as ``data_wait``.
     """
 
-    def __init__(self, *, sync: bool = False) -> None:
+    def __init__(self, *, sync: bool = False, stages: Optional[StageTimes] = None) -> None:
         super().__init__()
         self.sync = bool(sync)
+        self.stages = stages
         self.times: list[float] = []
         self._watch = None
+        self._ready = 0.0
 
     def before_training_exp(self, strategy, **kwargs):
         self.times = []
         self._watch = Stopwatch(strategy.device, sync=self.sync)
 
+    def before_training_epoch(self, strategy, **kwargs):
+        self._ready = time.perf_counter()
+
     def before_training_iteration(self, strategy, **kwargs):
+        if self.stages is not None:
+            self.stages.add("data_wait", time.perf_counter() - self._ready)
         self._watch.start()
 
     def after_training_iteration(self, strategy, **kwargs):
         self._watch.stop()
+        self._ready = time.perf_counter()
 
     def after_training_exp(self, strategy, **kwargs):
         self._resolve()

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from ...core.errors import ConfigError
+from ..timing import StageTimes
 from .mining import dataset_class_ids, teacher_class_means
 from .samplers import SAMPLER_KINDS, ClassBatchSampler, RandomBatchSampler
 
@@ -61,13 +62,15 @@ class BatchSamplerPlugin(SupervisedPlugin):
         pin_memory: dataloader ``pin_memory``.
         mining_batch_size: batch size of the class-mean pass.
         teachers: the strategy's plugins that run the frozen teacher.
+        stages: a ``StageTimes`` that times the class-mean pass as ``hard_mining``.
     """
 
     def __init__(self, *, kind: str = "random", batch_size: int = 64,
                  classes_per_batch: int = 16, samples_per_class: int = 4, tau_c: float = 0.1,
                  encoder_attr: str = "encoder", seed: int = 0, num_workers: int = 0,
                  pin_memory: bool = False, mining_batch_size: int = 256,
-                 teachers: Sequence[TeacherReader] = ()) -> None:
+                 teachers: Sequence[TeacherReader] = (),
+                 stages: Optional[StageTimes] = None) -> None:
         super().__init__()
         if kind not in SAMPLER_KINDS:
             raise ConfigError(f"train.sampler: unknown kind {kind!r}, use one of "
@@ -86,6 +89,7 @@ class BatchSamplerPlugin(SupervisedPlugin):
         self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
         self.mining_batch_size = int(mining_batch_size)
         self.teachers = list(teachers)
+        self.stages = stages if stages is not None else StageTimes()
         self.current_indices: Optional[torch.Tensor] = None
         self.class_similarity: Optional[torch.Tensor] = None
         self._queue: deque = deque()
@@ -116,10 +120,11 @@ class BatchSamplerPlugin(SupervisedPlugin):
         class_ids, num_classes = dataset_class_ids(dataset)
         if self.kind == "hard" and num_classes > self.m:
             data = dataset.eval() if hasattr(dataset, "eval") else dataset
-            means = teacher_class_means(self._encoder(strategy), data, class_ids, num_classes,
-                                        device=strategy.device,
-                                        batch_size=self.mining_batch_size,
-                                        num_workers=self.num_workers)
+            with self.stages("hard_mining"):
+                means = teacher_class_means(self._encoder(strategy), data, class_ids,
+                                            num_classes, device=strategy.device,
+                                            batch_size=self.mining_batch_size,
+                                            num_workers=self.num_workers)
             self.class_similarity = means @ means.T
         return ClassBatchSampler(class_ids, self.m, self.n, generator=generator,
                                  similarity=self.class_similarity, tau_c=self.tau_c,
