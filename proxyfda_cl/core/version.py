@@ -1,2 +1,2 @@
 """The package version, in a module of its own so that any layer may read it."""
-__version__ = "0.6.0"
+__version__ = "0.6.1"
