@@ -16,7 +16,7 @@ setup(
         "open_clip_torch>=2.24",
         "timm>=1.0",
         "numpy",
-        "scipy",
+        "scipy>=1.15",  # scipy.stats.bootstrap(rng=...)
         "matplotlib",
         "scikit-learn",
         "pot>=0.9",

@@ -246,13 +246,18 @@ def test_split_depends_on_the_emoji_not_their_order():
     assert {keys[order[i]] for i in test2} == {keys[i] for i in test}
 
 
+def entries(folder: str) -> list:
+    """What a folder holds, but the builders' lock files."""
+    return sorted(n for n in os.listdir(folder) if not n.endswith(".lock"))
+
+
 def test_cache_is_written_once_then_read_alone(sources, monkeypatch):
     root = sources["root"]
     first = load_dataset("emoji:noto", root=root)
     calls = sources["font"].calls
     assert calls == sum(len(v) for v in NOTO.values()) + 4  # + plant-flower's 3 and food-marine's 1
     cache = os.path.join(root, "emoji", "noto")
-    assert sorted(os.listdir(os.path.join(root, "emoji"))) == ["noto"]  # no temporary folder left
+    assert entries(os.path.join(root, "emoji")) == ["noto"]  # no temporary folder left
     assert os.path.isfile(os.path.join(cache, "animal-mammal", "1f415-200d-1f9ba.png"))
     shutil.rmtree(sources["src"])  # the packages are gone: the cache is enough
     monkeypatch.setattr(emoji, "_noto_renderer", None)
@@ -274,7 +279,7 @@ def test_an_interrupted_build_leaves_no_cache(sources, monkeypatch):
     monkeypatch.setattr(emoji, "_noto_renderer", broken)
     with pytest.raises(KeyboardInterrupt):
         load_dataset("emoji:noto", root=sources["root"])
-    assert os.listdir(os.path.join(sources["root"], "emoji")) == []
+    assert entries(os.path.join(sources["root"], "emoji")) == []
     monkeypatch.setattr(emoji, "_noto_renderer", sources["font"])
     assert union(load_dataset("emoji:noto", root=sources["root"])) == NOTO
 
@@ -285,7 +290,31 @@ def test_a_cache_of_another_format_is_rebuilt(sources, monkeypatch):
     calls = sources["font"].calls
     assert union(load_dataset("emoji:noto", root=sources["root"])) == NOTO
     assert sources["font"].calls == 2 * calls
-    assert sorted(os.listdir(os.path.join(sources["root"], "emoji"))) == ["noto"]
+    assert entries(os.path.join(sources["root"], "emoji")) == ["noto"]
+
+
+def test_a_builder_waits_for_another_and_uses_its_cache(sources):
+    """Sweep workers meet a missing cache at once: one builds it, the others wait for the
+    style's lock and then read what it built."""
+    import fcntl
+    import threading
+
+    root = sources["root"]
+    folder = os.path.join(root, "emoji", "noto")
+    os.makedirs(os.path.dirname(folder))
+    with open(os.path.join(root, "emoji", ".noto.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker is building
+        out = {}
+        waiter = threading.Thread(target=lambda: out.update(
+            task=load_dataset("emoji:noto", root=root)))
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and not os.path.isdir(folder)  # it waits, builds nothing
+        emoji._build("noto", root, folder)
+        calls = sources["font"].calls
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    waiter.join(30)
+    assert union(out["task"]) == NOTO and sources["font"].calls == calls  # no second build
 
 
 def test_a_changed_cache_is_an_error(sources):

@@ -142,9 +142,12 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_run(
     assert not any(e.startswith("experience 1/2") for e in events)
     assert rec["status"] == "complete" and read_record(record_path(cfg))["status"] == "complete"
     assert _results(rec) == _results(ref_rec)
-    # the stage times go on from the checkpoint: both experiences' steps are counted
+    # the stage times go on from the checkpoint: both experiences' steps are counted, by the
+    # step timer and, for a strategy with a teacher, by the restored plugins' teacher
     steps = sum(e["steps"] for e in rec["timing"]["per_experience"])
     assert rec["timing"]["stages"]["data_wait"]["calls"] == steps
+    if strategy == "proxy_fda":
+        assert rec["timing"]["stages"]["teacher"]["calls"] == steps
     final = torch.load(checkpoint_dir(cfg) / "last.pt", map_location="cpu", weights_only=True)
     _assert_same_state(final, ref_ckpt, strategy)
 

@@ -40,11 +40,13 @@ Cache, built on first use and then the only thing read: ``<root>/emoji/<style>/<
 <codepoints>.png`` (lowercase hex joined by ``-``: ``1f415-200d-1f9ba.png``), RGB ``SIZE`` px,
 the opaque box scaled into ``SIZE - 2 * MARGIN`` px, centred on white; ``manifest.json`` holds
 sources and counts. Built in a temporary folder and renamed into place (an interrupted build
-leaves none); one of another ``FORMAT``, size or subgroup list is rebuilt. Delete the folder to
+leaves none); one of another ``FORMAT``, size, subgroup list or (``noto``) text layout (libraqm or not)
+is rebuilt; one process a style builds it at a time (a lock file beside it). Delete the folder to
 rebuild from newer packages.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -206,13 +208,22 @@ def normalise(im: Image.Image) -> Optional[Image.Image]:
     return out.convert("RGB")
 
 
-def _manifest_ok(folder: str) -> Optional[dict]:
+def _raqm() -> bool:
+    """Whether Pillow lays text out with libraqm (without it ``noto`` has no ZWJ sequences)."""
+    from PIL import features
+
+    return bool(features.check("raqm"))
+
+
+def _manifest_ok(folder: str, style: str) -> Optional[dict]:
     try:
         with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
             m = json.load(f)
     except (OSError, ValueError):
         return None
-    fits = m.get("format") == FORMAT and m.get("size") == SIZE and m.get("subgroups") == list(SUBGROUPS)
+    fits = (m.get("format") == FORMAT and m.get("size") == SIZE
+            and m.get("subgroups") == list(SUBGROUPS)
+            and (style != "noto" or m.get("raqm") == _raqm()))
     return m if fits else None
 
 
@@ -238,17 +249,17 @@ def _build(style: str, root: str, folder: str) -> None:
             counts[subgroup] += 1
         manifest = {"format": FORMAT, "style": style, "size": SIZE, "subgroups": list(SUBGROUPS),
                     "sources": src, "counts": counts, "left_out": left_out}
+        if style == "noto":
+            manifest["raqm"] = _raqm()
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=1)
-        try:
-            os.rename(tmp, folder)  # fails when a cache is there
-        except OSError:
-            if _manifest_ok(folder):  # another process built it meanwhile
-                return
+        if os.path.isdir(folder):  # an outdated cache (the caller holds the style's lock)
             old = f"{folder}.old-{os.getpid()}"
             os.rename(folder, old)
             os.rename(tmp, folder)
             shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -287,11 +298,22 @@ def load_style(style: str, root: str) -> _Style:
                           f"(as emoji:noto)")
     root = os.path.expanduser(str(root))
     folder = os.path.join(root, "emoji", style)
-    manifest = _manifest_ok(folder)
+    manifest = _manifest_ok(folder, style)
     if manifest is None:
-        _build(style, root, folder)
-        manifest = _manifest_ok(folder)
-        assert manifest is not None
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        # one builder a style at a time (sweep workers meet a missing or outdated cache at once)
+        with open(os.path.join(os.path.dirname(folder), f".{style}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                manifest = _manifest_ok(folder, style)  # built while this one waited
+                if manifest is None:
+                    _build(style, root, folder)
+                    manifest = _manifest_ok(folder, style)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        if manifest is None:
+            raise DataError(f"emoji:{style}: the cache {folder} was built but does not read "
+                            f"back; delete {folder} to rebuild it")
     files = {s: sorted(f for f in os.listdir(os.path.join(folder, s)) if f.endswith(".png"))
              if os.path.isdir(os.path.join(folder, s)) else [] for s in SUBGROUPS}
     wrong = [s for s in SUBGROUPS if len(files[s]) != manifest["counts"].get(s)]

@@ -185,9 +185,6 @@ class Session:
                                   probe_test_size=cfg.eval.probe_test_size)
         model = EncoderWithHeads(encoder)
         plugins = recipe.plugins
-        for p in plugins:
-            if isinstance(p, TeacherPlugin):
-                p.time_with(stages)
         evaluator = Evaluator(stream, cfg.eval, device=device, precision=cfg.train.precision,
                               seed=cfg.seed, num_workers=cfg.train.num_workers, stages=stages)
         state = {"R": [], "P": [], "distances": [], "timing": []}
@@ -200,7 +197,7 @@ class Session:
         resumed = resume(ckpt_dir, model, plugins, evaluator, device, new_optimizer, self.say)
         if resumed is not None:
             model, plugins, state = resumed.model, resumed.plugins, resumed.state
-            stages.load(state.get("stages"))
+            stages.load(state.get("stages"))  # model and data build count again: they ran again
             self.say(f"resuming after experience {len(state['R'])} from {ckpt_dir}")
         else:
             t0 = time.perf_counter()
@@ -211,6 +208,9 @@ class Session:
             state["P"].append(row)
             state["pre_eval_s"] = time.perf_counter() - t0
 
+        for p in plugins:  # the plugins a resume restored, not the recipe's first ones
+            if isinstance(p, TeacherPlugin):
+                p.time_with(stages)
         kind = cfg.train.sampler if cfg.train.sampler != "auto" else recipe.sampler
         timer = StepTimerPlugin(stages=stages)
         extra = [BatchSamplerPlugin(kind=kind, batch_size=cfg.train.batch_size,
@@ -305,7 +305,8 @@ class Session:
                                         "steps": len(timer.times)})
                 logs.log_experience(t + 1, state, evaluator.columns, list(stream.experiences),
                                     strategy.clock.train_iterations)
-                state["stages"] = stages.as_dict()  # so far, for a resumed run to go on from
+                # so far, for a resumed run to go on from (without this checkpoint's own write)
+                state["stages"] = stages.as_dict()
                 with stages("checkpoint"):
                     save_checkpoint(ckpt_dir, model, plugins, strategy, state, evaluator)
         finally:

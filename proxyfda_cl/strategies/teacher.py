@@ -95,8 +95,9 @@ class Teacher:
         self._key = None
         self._memo: Optional[tuple] = None
         self.feature_cache: Optional[FeatureCache] = None
-        #: times each forward that runs the teacher as the stage ``teacher`` when set (a
-        #: ``StageTimes``: ``stages(name)`` gives a context manager); see ``TeacherPlugin.time_with``
+        #: times each teacher lookup that is not the last minibatch's (a forward, or a read of
+        #: the feature cache) as the stage ``teacher`` when set (a ``StageTimes``:
+        #: ``stages(name)`` gives a context manager); see ``TeacherPlugin.time_with````
         self.stages = None
 
     def snapshot(self, strategy) -> nn.Module:

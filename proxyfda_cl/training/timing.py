@@ -81,11 +81,13 @@ class StageTimes:
         if self.sync:
             torch.cuda.synchronize(self.device)
         t0 = time.perf_counter()
+        failed = True
         try:
             with torch.profiler.record_function(f"proxyfda_cl.{name}"):
                 yield
+            failed = False
         finally:
-            if self.sync:
+            if self.sync and not failed:  # after a CUDA error a sync would raise again
                 torch.cuda.synchronize(self.device)
             self.add(name, time.perf_counter() - t0)
 
@@ -104,9 +106,10 @@ class StepTimerPlugin(SupervisedPlugin):
 
     Args:
         sync: synchronise CUDA around every iteration (only for diagnostics).
-        stages: where the host time spent waiting for each batch (loading it and moving it
-            to the device, from the end of one iteration to the start of the next) is added,
-            as ``data_wait``.
+        stages: where the host time from the end of one iteration to the start of the next
+            is added, as ``data_wait``: loading the next batch and moving it to the device,
+            and the work of the plugins that run between steps (Avalanche's metrics among
+            them); never synchronised, so on CUDA it may hold some of the step's queued work.
     """
 
     def __init__(self, *, sync: bool = False, stages: Optional[StageTimes] = None) -> None:
